@@ -1,0 +1,5 @@
+import sys
+
+from lmlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""Saving and loading checkpoints safely.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, written
+with `torch.save` and read back with `torch.load(weights_only=True)`. Unlike a
+regular pickle, that loader refuses anything but those types, so opening a file
+someone sent you can never run their code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlib.errors import LmlibError
+
+FORMAT = "lmlib-checkpoint"
+VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over `path`.
+
+    The rename is atomic, so a reader (or a run killed half-way) sees either the
+    old file or the new one, never a truncated mix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, allow_nan=False, separators=(",", ":")).encode())
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically save a checkpoint dict (see the Trainer for its keys)."""
+    state = {"format": FORMAT, "version": VERSION, **state}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without ever executing code from it.
+
+    Raises LmlibError for a missing, truncated, corrupt or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LmlibError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses globals other than tensors and plain containers.
+        raise LmlibError(
+            f"refusing to load {path}: it holds objects other than tensors and plain data"
+            f" (loading it could run code): {str(e).splitlines()[0][:160]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise LmlibError(
+            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); use another"
+            " checkpoint such as best.pt, or retrain"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise LmlibError(f"{path} is not an lmlib checkpoint")
+    if state.get("version") != VERSION:
+        raise LmlibError(f"{path} has checkpoint version {state.get('version')}, expected {VERSION}")
+    return state
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Load (model, tokenizer, checkpoint dict) from a checkpoint file, model in eval mode."""
+    from lmlib.model import GPT, GPTConfig
+    from lmlib.tokenizers import tokenizer_from_dict
+
+    state = load_checkpoint(path, map_location=device)
+    cfg = GPTConfig.from_dict(state["model_config"])
+    tokenizer = tokenizer_from_dict(state["tokenizer"])
+    model = GPT(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise LmlibError(f"checkpoint {path} does not match its model config: {str(e)[:160]}") from None
+    model.to(device).eval()
+    return model, tokenizer, state

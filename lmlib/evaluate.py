@@ -1,0 +1,138 @@
+"""Evaluation and inference: loss, perplexity and accuracy; next-token distributions;
+generation.
+
+Inference differs from training in three ways you can see here: no gradients
+(`torch.no_grad`), fixed weights (`model.eval()`, nothing is updated), and the
+output is fed back in as input, one token at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmlib import data as D
+from lmlib.errors import LmlibError
+
+
+@torch.no_grad()
+def estimate_loss(
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    batch_size: int,
+    block_size: int,
+    max_batches: int | None = None,
+    device: torch.device | str = "cpu",
+    autocast=None,
+) -> dict:
+    """Mean loss, perplexity and next-token accuracy over non-overlapping windows.
+
+    With `max_batches=None` every window of the split is used (the "whole split"
+    number); otherwise the first `max_batches` batches of an evenly spread,
+    deterministic set, so successive validations are comparable.
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches):
+        x, y = x.to(device), y.to(device)
+        with autocast or nullcontext():
+            logits, _ = model(x)
+        logits = logits.float()
+        total_loss += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    if count == 0:
+        raise LmlibError(f"the split has too few tokens ({len(tokens)}) for one window of {block_size + 1}")
+    loss = total_loss / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": correct / count, "tokens": count}
+
+
+def _encode_prompt(tokenizer, prompt: str | list[int], block_size: int) -> torch.Tensor:
+    ids = list(prompt) if not isinstance(prompt, str) else tokenizer.encode(prompt)
+    if not ids:
+        raise LmlibError("the prompt is empty: give at least one token")
+    return torch.tensor(ids[-block_size:], dtype=torch.long)[None]
+
+
+@torch.no_grad()
+def next_token_probs(model: torch.nn.Module, tokenizer, prompt: str | list[int]) -> torch.Tensor:
+    """Probability of every vocabulary entry as the token after `prompt`, shape (V,)."""
+    model.eval()
+    device = next(model.parameters()).device
+    idx = _encode_prompt(tokenizer, prompt, model.config.block_size).to(device)
+    logits, _ = model(idx)
+    return F.softmax(logits[0, -1].float(), dim=-1).cpu()
+
+
+def next_token_distribution(
+    model: torch.nn.Module, tokenizer, prompt: str | list[int], k: int | None = 10
+) -> list[tuple[str, float]]:
+    """The `k` most likely next tokens after `prompt`, with probabilities (all if k is None)."""
+    probs = next_token_probs(model, tokenizer, prompt)
+    k = len(probs) if k is None else min(k, len(probs))
+    top = torch.topk(probs, k)
+    return [(tokenizer.vocab[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    tokenizer,
+    prompt: str | list[int],
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> str:
+    """Sample a continuation of `prompt` (returned with the prompt).
+
+    temperature < 1 sharpens the distribution (safer, more repetitive), > 1 flattens
+    it; top_k keeps only the k likeliest tokens at each step; temperature 0 is greedy.
+    """
+    if temperature < 0:
+        raise LmlibError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k <= 0:
+        raise LmlibError(f"top_k must be positive, got {top_k}")
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device="cpu")
+    if seed is not None:
+        gen.manual_seed(seed)
+    ids = list(prompt) if not isinstance(prompt, str) else tokenizer.encode(prompt)
+    if not ids:
+        raise LmlibError("the prompt is empty: give at least one token")
+    T = model.config.block_size
+    for _ in range(max_new_tokens):
+        idx = torch.tensor(ids[-T:], dtype=torch.long, device=device)[None]
+        logits, _ = model(idx)
+        logits = logits[0, -1].float().cpu()
+        if temperature == 0:
+            ids.append(int(logits.argmax()))
+            continue
+        logits = logits / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+            logits[logits < kth] = -float("inf")
+        ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen)))
+    return tokenizer.decode(ids)
+
+
+def compare_with_truth(model: torch.nn.Module, tokenizer, corpus, context: str, k: int = 5) -> list[dict]:
+    """For the synthetic corpus: the model's next-word probabilities against the true ones.
+
+    Returns rows {token, model, true} for the union of the model's top-k and every
+    word that truly can follow, sorted by true probability.
+    """
+    truth = corpus.next_token_distribution(context)
+    # Sentences in the stream follow a "." so that is how the model saw them start.
+    prompt = context if context.strip().startswith(".") else ". " + context
+    probs = next_token_probs(model, tokenizer, prompt)
+    words = set(truth) | {w for w, _ in next_token_distribution(model, tokenizer, prompt, k)}
+    rows = [{"token": w, "model": float(probs[tokenizer.vocab.index(w)]), "true": truth.get(w, 0.0)} for w in words]
+    return sorted(rows, key=lambda r: (-r["true"], -r["model"]))

@@ -1,0 +1,205 @@
+"""`training_metrics.json`: the run's history, and what can be read from it.
+
+The file holds parallel lists, one entry per logging step:
+
+    steps          update count when the entry was logged (1 = after the first update)
+    epochs         how many full passes over the training split had been made
+    train_loss     mean training loss over the updates since the previous entry
+    val_loss       validation loss, or null where validation did not run
+    learning_rate  learning rate of the last update
+    tokens         training tokens seen so far
+    grad_norm      gradient norm (before clipping) of the last update
+    val_perplexity, val_accuracy   exp(val_loss) and next-token accuracy, or null
+    elapsed        seconds since the run started (not counting previous sessions)
+
+plus `config` (model, training and data settings), `status` and `best`.
+Everything here is plain Python: no torch, no matplotlib.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmlib.checkpoint import atomic_write_json
+from lmlib.errors import LmlibError
+
+FILENAME = "training_metrics.json"
+SERIES = (
+    "steps", "epochs", "train_loss", "val_loss", "learning_rate", "tokens",
+    "grad_norm", "val_perplexity", "val_accuracy", "elapsed",
+)
+REQUIRED = ("steps", "epochs", "train_loss", "val_loss", "learning_rate")
+
+
+def new_metrics(config: dict) -> dict:
+    m: dict = {"format": "lmlib-metrics", "version": 1, "status": "running", "config": config}
+    m.update({k: [] for k in SERIES})
+    m["best"] = None
+    return m
+
+
+def write_metrics(path: str | Path, metrics: dict) -> None:
+    """Rewrite the file atomically: a reader never sees half a file."""
+    atomic_write_json(path, metrics)
+
+
+def load_metrics(path: str | Path) -> dict:
+    """Load a metrics file (or the one inside a run directory) and check its shape."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILENAME
+    if not path.is_file():
+        raise LmlibError(f"no metrics file at {path}: train first, or pass the run's output directory")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LmlibError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    missing = [k for k in REQUIRED if not isinstance(m.get(k), list)]
+    if missing:
+        raise LmlibError(f"{path} lacks the lists {', '.join(missing)}: not a training_metrics.json")
+    n = len(m["steps"])
+    if any(len(m[k]) != n for k in REQUIRED):
+        raise LmlibError(f"{path}: the lists {', '.join(REQUIRED)} must all have the same length")
+    return m
+
+
+def epoch_means(metrics: dict) -> tuple[list[int], list[float]]:
+    """Average training loss of each epoch (entries grouped by their epoch number)."""
+    sums: dict[int, list[float]] = {}
+    for e, loss in zip(metrics["epochs"], metrics["train_loss"]):
+        if loss is not None:
+            sums.setdefault(int(e), []).append(loss)
+    epochs = sorted(sums)
+    return epochs, [sum(sums[e]) / len(sums[e]) for e in epochs]
+
+
+def validation_points(metrics: dict) -> tuple[list[int], list[float]]:
+    """(steps, val_loss) where validation ran."""
+    pts = [(s, v) for s, v in zip(metrics["steps"], metrics["val_loss"]) if v is not None]
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def summarize(metrics: dict) -> dict:
+    """The numbers a person looks at first, computed from the file alone."""
+    tl = [x for x in metrics["train_loss"] if x is not None]
+    if not tl:
+        raise LmlibError("the metrics file has no training loss yet")
+    lrs = [x for x in metrics["learning_rate"] if x is not None]
+    vsteps, vl = validation_points(metrics)
+    s = {
+        "status": metrics.get("status", "unknown"),
+        "entries": len(metrics["steps"]),
+        "steps": metrics["steps"][-1],
+        "epochs": metrics["epochs"][-1],
+        "initial_train_loss": tl[0],
+        "final_train_loss": tl[-1],
+        "min_train_loss": min(tl),
+        "reduction": tl[0] - tl[-1],
+        "reduction_pct": 100.0 * (1 - tl[-1] / tl[0]) if tl[0] else 0.0,
+        "lr_max": max(lrs) if lrs else None,
+        "lr_final": lrs[-1] if lrs else None,
+        "lr_min": min(lrs) if lrs else None,
+        "final_val_loss": vl[-1] if vl else None,
+        "best_val_loss": min(vl) if vl else None,
+        "best_step": vsteps[vl.index(min(vl))] if vl else None,
+        "tokens": metrics.get("tokens", [None])[-1] if metrics.get("tokens") else None,
+        "elapsed": metrics.get("elapsed", [None])[-1] if metrics.get("elapsed") else None,
+    }
+    s["final_val_perplexity"] = math.exp(vl[-1]) if vl else None
+    s["overfitting_gap"] = (vl[-1] - train_loss_near(metrics, vsteps[-1])) if vl else None
+    return s
+
+
+def train_loss_near(metrics: dict, step: int, window: int = 3) -> float:
+    """Mean training loss of the last `window` entries up to `step` (smooths batch noise)."""
+    pairs = [(s, x) for s, x in zip(metrics["steps"], metrics["train_loss"]) if x is not None and s <= step]
+    vals = [x for _, x in pairs[-window:]]
+    return sum(vals) / len(vals)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_run(metrics: dict, vocab_size: int | None = None) -> list[Check]:
+    """A checklist for "is training working?", read from the metrics alone."""
+    s = summarize(metrics)
+    tl = [x for x in metrics["train_loss"] if x is not None]
+    checks = []
+    finite = all(math.isfinite(x) for x in tl) and s["status"] != "diverged"
+    checks.append(Check("loss is finite", finite, "no NaN or infinite loss" if finite else "the loss blew up: lower the learning rate"))
+    if vocab_size:
+        ln_v = math.log(vocab_size)
+        ok = abs(tl[0] - ln_v) < 0.5
+        checks.append(Check("starts near ln(V)", ok, f"first loss {tl[0]:.3f} vs ln({vocab_size}) = {ln_v:.3f}"))
+    k = max(1, len(tl) // 10)
+    first, last = sum(tl[:k]) / k, sum(tl[-k:]) / k
+    ok = last < first - 0.05
+    checks.append(Check("loss goes down", ok, f"first tenth {first:.3f} -> last tenth {last:.3f}"))
+    if s["best_val_loss"] is not None:
+        gap = s["overfitting_gap"]
+        ok = gap < max(0.1, 0.1 * abs(s["final_train_loss"]))
+        checks.append(Check("validation follows training", ok, f"validation - training = {gap:+.3f}"))
+        rise = s["final_val_loss"] - s["best_val_loss"]
+        ok = rise < 0.05
+        checks.append(Check("validation still improving or flat", ok,
+                            f"final {s['final_val_loss']:.3f} vs best {s['best_val_loss']:.3f} at step {s['best_step']}"))
+    gn = [x for x in metrics.get("grad_norm", []) if x is not None]
+    if gn:
+        ok = all(math.isfinite(x) for x in gn) and max(gn) < 100 * (sorted(gn)[len(gn) // 2] + 1e-12)
+        checks.append(Check("gradients are stable", ok, f"median norm {sorted(gn)[len(gn) // 2]:.3g}, max {max(gn):.3g}"))
+    return checks
+
+
+def diagnose(metrics: dict) -> list[str]:
+    """Plain-language warnings about a run: divergence, overfitting, slow progress."""
+    s = summarize(metrics)
+    tl = [x for x in metrics["train_loss"] if x is not None]
+    out = []
+    if s["status"] == "diverged" or not all(math.isfinite(x) for x in tl):
+        out.append("diverged: the loss became NaN or infinite; lower the learning rate")
+    elif len(tl) >= 4 and max(tl[len(tl) // 4:]) > tl[0] + 0.5:
+        out.append("unstable: the loss rose well above where it started; the learning rate is probably too high")
+    if s["overfitting_gap"] is not None and s["overfitting_gap"] > max(0.1, 0.1 * abs(s["final_train_loss"])):
+        out.append(
+            f"overfitting: validation loss is {s['overfitting_gap']:.3f} above training loss;"
+            " use more data, a smaller model, or stop earlier (best step"
+            f" {s['best_step']})"
+        )
+    if s["best_val_loss"] is not None and s["final_val_loss"] > s["best_val_loss"] + 0.05:
+        out.append(f"validation loss rose from its best {s['best_val_loss']:.3f} (step {s['best_step']}) to {s['final_val_loss']:.3f}")
+    if not out and s["reduction_pct"] < 5:
+        out.append("slow: the loss fell by less than 5%; raise the learning rate or train longer")
+    return out
+
+
+def format_report(metrics: dict) -> str:
+    """A readable summary, as printed by `lmlib report`."""
+    s = summarize(metrics)
+
+    def f(x, spec=".4f"):
+        return "-" if x is None else format(x, spec)
+
+    lines = [
+        f"status               {s['status']}",
+        f"steps                {s['steps']}  (epochs completed: {s['epochs']}, entries: {s['entries']})",
+        f"initial train loss   {f(s['initial_train_loss'])}",
+        f"final train loss     {f(s['final_train_loss'])}",
+        f"reduction            {f(s['reduction'])}  ({s['reduction_pct']:.1f}%)",
+        f"final val loss       {f(s['final_val_loss'])}  (perplexity {f(s['final_val_perplexity'], '.2f')})",
+        f"best val loss        {f(s['best_val_loss'])}  at step {s['best_step'] if s['best_step'] is not None else '-'}",
+        f"learning rate        max {f(s['lr_max'], '.3g')}, final {f(s['lr_final'], '.3g')}",
+    ]
+    if s["tokens"] is not None:
+        lines.append(f"tokens seen          {s['tokens']:,}")
+    if s["elapsed"] is not None:
+        lines.append(f"time                 {s['elapsed']:.1f} s")
+    for w in diagnose(metrics):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""Optimisation: parameter groups, a from-scratch AdamW, and the learning-rate schedule.
+
+The trainer uses `torch.optim.AdamW` for speed; `AdamW` below is the same algorithm
+written out to be read, and the tests check that the two agree step for step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn as nn
+
+from lmlib.errors import LmlibError
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_at(
+    step: int,
+    max_lr: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    min_lr: float = 0.0,
+    schedule: str = "cosine",
+) -> float:
+    """Learning rate for the update at `step` (0-based) of a `total_steps` run.
+
+    Linear warm-up from max_lr/warmup_steps to max_lr over the first `warmup_steps`
+    updates, then a decay to `min_lr` that reaches the floor exactly on the last step:
+    cosine (half a cosine wave), linear, or constant (no decay).
+    """
+    if schedule not in SCHEDULES:
+        raise LmlibError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if step < warmup_steps:
+        # Early gradients are large and Adam's variance estimate is still poor:
+        # small first steps keep them from throwing the weights far off.
+        return max_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return max_lr
+    decay_steps = max(1, total_steps - 1 - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)  # 0 -> 1
+    if schedule == "linear":
+        return max_lr + (min_lr - max_lr) * progress
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split parameters into a decayed group (matrices of Linear layers) and the rest.
+
+    Weight decay pulls weights towards zero; that regularises the big matrices that
+    mix features, but on biases, LayerNorm gains and embeddings it only hurts (a
+    norm's gain of 1 is not "large", and rare tokens' embeddings would shrink away).
+    """
+    no_decay = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay = {
+        id(m.weight) for m in model.modules()
+        if isinstance(m, nn.Linear) and id(m.weight) not in no_decay
+    }
+    seen: set[int] = set()
+    groups: dict[bool, list[nn.Parameter]] = {True: [], False: []}
+    for p in model.parameters():  # parameters() yields a tied weight only once
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        groups[id(p) in decay].append(p)
+    return [
+        {"params": groups[True], "weight_decay": weight_decay},
+        {"params": groups[False], "weight_decay": 0.0},
+    ]
+
+
+class AdamW(torch.optim.Optimizer):
+    """AdamW (Loshchilov & Hutter, 2019), one readable line per idea.
+
+    For every parameter w with gradient g, at step t:
+        m = b1*m + (1-b1)*g              momentum: a running mean of gradients
+        v = b2*v + (1-b2)*g*g            a running mean of squared gradients
+        m_hat = m / (1 - b1**t)          bias correction: m and v start at 0
+        v_hat = v / (1 - b2**t)
+        w = w - lr*wd*w                  decoupled weight decay (not via g)
+        w = w - lr * m_hat / (sqrt(v_hat) + eps)
+    Dividing by sqrt(v_hat) gives every parameter its own step size: ones with
+    consistently large gradients move no faster than ones with small gradients.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch's signature
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                g = w.grad
+                state = self.state[w]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(w)
+                    state["exp_avg_sq"] = torch.zeros_like(w)
+                state["step"] += 1
+                t = state["step"].item()
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.lerp_(g, 1 - b1)                       # m = b1*m + (1-b1)*g
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v = b2*v + (1-b2)*g^2
+                w.mul_(1 - lr * wd)                      # decoupled weight decay
+                step_size = lr / (1 - b1**t)
+                denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+                w.addcdiv_(m, denom, value=-step_size)
+        return loss
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "adamw",
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.1,
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+) -> torch.optim.Optimizer:
+    """`adamw` (torch's, fastest), `adamw-scratch` (the class above) or `sgd`."""
+    groups = param_groups(model, weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    if name == "adamw-scratch":
+        return AdamW(groups, lr=lr, betas=betas, eps=eps)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise LmlibError(f"unknown optimizer {name!r}: choose adamw, adamw-scratch or sgd")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,114 @@
+"""One-call training: the functions that the CLI and the book's notebooks share.
+
+    data = load_data("synthetic", n_tokens=200_000)
+    result = train(data, out_dir="checkpoints", max_steps=500)
+
+`train` builds the model, runs the Trainer and leaves the three artifacts in
+`out_dir`: training_metrics.json, training_curve.png and loss_by_epoch.png.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+from lmlib import data as D
+from lmlib.errors import LmlibError
+from lmlib.model import GPTConfig
+from lmlib.trainer import Callback, TrainConfig, Trainer, TrainResult
+
+# Named recipes: model settings plus training settings.
+PRESETS: dict[str, dict] = {
+    # A few seconds on a laptop CPU: for tests and first experiments.
+    "tiny": dict(block_size=32, n_layer=2, n_head=2, n_embd=32, batch_size=16, max_steps=200,
+                 lr=3e-3, eval_interval=50, eval_batches=4),
+    # The synthetic corpus: about a minute on 2 CPU cores to get near its entropy.
+    "synthetic-cpu": dict(block_size=64, n_layer=2, n_head=4, n_embd=64, batch_size=32,
+                          max_steps=1200, lr=3e-3, warmup_steps=100, eval_interval=200, eval_batches=20),
+    # Character-level Tiny Shakespeare on a CPU (nanoGPT's CPU recipe shape).
+    "shakespeare-char-cpu": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, batch_size=12,
+                                 max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
+                                 beta2=0.99, eval_interval=250, eval_batches=20, bias=False),
+}
+
+MODEL_KEYS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+def load_data(
+    source: str = "synthetic",
+    *,
+    tokenizer: str = "char",
+    n_tokens: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    holdout: Sequence[str] = (),
+    cache_dir: str | Path | None = None,
+) -> D.TokenData:
+    """`synthetic` (the built-in corpus, word level), `shakespeare` (downloaded once and
+    cached), a token file (`.bin` with its `.json` sidecar), or any UTF-8 text file.
+    """
+    if source == "synthetic":
+        return D.synthetic_data(n_tokens=n_tokens or 200_000, seed=seed,
+                                val_fraction=val_fraction, holdout=holdout)
+    if source == "shakespeare":
+        from lmlib.download import download_tiny_shakespeare
+
+        source = str(download_tiny_shakespeare())
+    path = Path(source)
+    if path.suffix == ".bin" or (path.suffix == ".json" and path.with_suffix(".bin").exists()):
+        tf = D.load_token_file(path.with_suffix(".bin"))
+        train, val = D.split_tokens(tf.tokens, val_fraction)
+        return D.TokenData(train=train, val=val, tokenizer=tf.tokenizer, name=path.stem, meta=tf.meta)
+    return D.prepare_text(path, kind=tokenizer, cache_dir=cache_dir, val_fraction=val_fraction)
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """Split keyword settings into model ones and training ones; reject unknown names."""
+    unknown = set(overrides) - MODEL_KEYS - TRAIN_KEYS
+    if unknown:
+        raise LmlibError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return ({k: v for k, v in overrides.items() if k in MODEL_KEYS},
+            {k: v for k, v in overrides.items() if k in TRAIN_KEYS})
+
+
+def train(
+    data: D.TokenData,
+    *,
+    preset: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: bool | str | Path = False,
+    plots: bool = True,
+    **settings,
+) -> TrainResult:
+    """Train a GPT on `data`; any GPTConfig or TrainConfig field can be given by name.
+
+    Settings come from the `preset` first, then from the keywords. With `plots`, the
+    PNGs are (re)drawn from the metrics file when the run ends, however it ends.
+    """
+    merged: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise LmlibError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        merged.update(PRESETS[preset])
+    merged.update(settings)
+    model_kw, train_kw = split_overrides(merged)
+    model_cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, **model_kw)
+    trainer = Trainer(model_cfg, data, TrainConfig(**train_kw), callbacks=callbacks)
+    out = Path(trainer.config.out_dir)
+    try:
+        result = trainer.fit(resume=resume)
+    finally:
+        if plots and (out / "training_metrics.json").exists():
+            from lmlib.plots import write_plots  # matplotlib only when drawing
+
+            write_plots(out)
+    return result
+
+
+def config_summary(result: TrainResult) -> dict:
+    """The run's model and training settings, as plain dicts."""
+    cfg = result.metrics["config"]
+    return {"model": cfg["model"], "train": cfg["train"], "data": cfg["data"]}
+
