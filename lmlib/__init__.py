@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "GPT": "lmlib.model", "GPTConfig": "lmlib.model",
     "TrainConfig": "lmlib.trainer", "Trainer": "lmlib.trainer", "TrainResult": "lmlib.trainer",
-    "load_data": "lmlib.run", "train": "lmlib.run", "PRESETS": "lmlib.run",
+    "load_data": "lmlib.run", "text_data": "lmlib.run", "train": "lmlib.run", "PRESETS": "lmlib.run",
     "CharTokenizer": "lmlib.tokenizers", "WordTokenizer": "lmlib.tokenizers",
     "load_tokenizer": "lmlib.tokenizers",
     "SyntheticCorpus": "lmlib.synthetic",

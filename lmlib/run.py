@@ -64,6 +64,17 @@ def load_data(
     return D.prepare_text(path, kind=tokenizer, cache_dir=cache_dir, val_fraction=val_fraction)
 
 
+def text_data(text: str, kind: str = "char", val_fraction: float = 0.2, name: str = "text") -> D.TokenData:
+    """A dataset from a string already in memory (fits the tokenizer on it)."""
+    from lmlib.tokenizers import tokenizer_class
+
+    if not text:
+        raise LmlibError("the text is empty: give some text to train on")
+    tokenizer = tokenizer_class(kind).fit(text)
+    train, val = D.split_tokens(tokenizer.encode_array(text), val_fraction)
+    return D.TokenData(train=train, val=val, tokenizer=tokenizer, name=name, meta={"chars": len(text)})
+
+
 def split_overrides(overrides: dict) -> tuple[dict, dict]:
     """Split keyword settings into model ones and training ones; reject unknown names."""
     unknown = set(overrides) - MODEL_KEYS - TRAIN_KEYS

@@ -1,8 +1,8 @@
 """Small shared builders for the library tests."""
 
 import numpy as np
-from lmlib.data import TokenData
 
+from lmlib.data import TokenData
 from lmlib.tokenizers import CharTokenizer
 
 TEXT = "the cat sat on the mat. the dog sat on the rug. hello world. " * 40

@@ -4,12 +4,13 @@ import pickle
 
 import pytest
 import torch
-from helpers import TINY, char_data
 
 from lmlib.checkpoint import load_checkpoint, load_model
 from lmlib.errors import LmlibError
 from lmlib.metrics import REQUIRED, SERIES, load_metrics
 from lmlib.run import train
+
+from helpers import TINY, char_data
 
 
 def run(tmp_path, name="run", **kw):
@@ -71,6 +72,7 @@ def test_early_stopping_keeps_best(tmp_path):
     # Validation text unlike the training text: the better the model fits training,
     # the worse it does on validation, so patience must stop the run.
     import numpy as np
+
     from lmlib.data import TokenData
 
     d = char_data()
