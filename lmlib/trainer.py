@@ -34,6 +34,10 @@ from lmlib.optim import SCHEDULES, build_optimizer, lr_at, set_lr
 Callback = Callable[[dict], None]
 
 
+class StopTraining(Exception):
+    """Raise from a callback to end the run cleanly after the current step."""
+
+
 @dataclass
 class TrainConfig:
     out_dir: str = "checkpoints"
@@ -111,7 +115,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class TrainResult:
-    status: str  # finished | early_stopped | diverged | interrupted
+    status: str  # finished | early_stopped | diverged | stopped | interrupted
     steps: int
     metrics: dict
     best_val_loss: float | None
@@ -171,7 +175,7 @@ class Trainer:
             "train": asdict(self.config),
             "data": {"name": d.name, "train_tokens": len(d.train), "val_tokens": len(d.val),
                      "vocab_size": d.tokenizer.vocab_size, "tokenizer": d.tokenizer.to_dict()["kind"]},
-            "n_params": sum(p.numel() for p in self.model.parameters()) if hasattr(self, "model") else None,
+            "n_params": self.model.num_params(),
         }
 
     def state_dict(self) -> dict:
@@ -323,6 +327,8 @@ class Trainer:
                         message = (f"early stop at step {self.step}: no validation improvement in"
                                    f" {c.patience} evaluations; best {self.best_val_loss:.4f}")
                         break
+        except StopTraining as e:
+            status, message = "stopped", str(e) or f"stopped by a callback at step {self.step}"
         except KeyboardInterrupt:
             status, message = "interrupted", f"interrupted at step {self.step}; resume from last.pt"
         finally:
@@ -331,6 +337,9 @@ class Trainer:
         self.metrics["status"] = status
         write_metrics(metrics_path, self.metrics)
         for cb in self.callbacks:
-            cb(self.metrics)
+            try:
+                cb(self.metrics)
+            except StopTraining:
+                pass
         self.model.eval()
         return TrainResult(status, self.step, self.metrics, self.best_val_loss, message, self.out_dir, self.model)

@@ -162,3 +162,15 @@ def test_metrics_written_atomically_each_log_step(tmp_path):
     assert seen[:4] == [1, 2, 3, 4]
     leftovers = [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_callback_can_stop_training(tmp_path):
+    from lmlib.trainer import StopTraining
+
+    def stop_at_6(m):
+        if m["steps"][-1] >= 6:
+            raise StopTraining("enough")
+
+    r = run(tmp_path, max_steps=12, callbacks=[stop_at_6])
+    assert r.status == "stopped" and r.steps == 6 and r.message == "enough"
+    assert load_metrics(tmp_path / "run")["status"] == "stopped"

@@ -1,0 +1,64 @@
+"""Shared pieces of the benchmarks: machine description, matmul peak, results table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = "| date | benchmark | machine | torch | command | figures |\n|---|---|---|---|---|---|\n"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def matmul_peak(n: int = 512, threads: int | None = None, seconds: float = 2.0) -> float:
+    """Achieved fp32 FLOP/s of an n x n matmul (median of repeated timings)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(10):
+        a @ b
+    rates, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        rates.append(10 * 2 * n**3 / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def append_result(benchmark: str, figures: str) -> None:
+    """Append one dated row to bench/RESULTS.md (machine, torch, command, figures)."""
+    import torch
+
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nOne row per run, appended by the scripts in bench/.\n\n" + HEADER)
+    cmd = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    row = f"| {dt.date.today()} | {benchmark} | {machine()} | {torch.__version__} | `{cmd}` | {figures} |\n"
+    with RESULTS.open("a") as f:
+        f.write(row)
+    print(f"appended to {RESULTS}")
+
+
+def table(rows: list[tuple], headers: tuple) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers), *(fmt.format(*map(str, r)) for r in rows)])

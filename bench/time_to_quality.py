@@ -1,0 +1,95 @@
+"""Seconds of training for lmlib to reach a whole-split validation loss on Tiny Shakespeare.
+
+    python bench/time_to_quality.py --data ../shared/data/tinyshakespeare.txt
+
+Same data and split as nanoGPT's CPU recipe (character level, the last 10% of the
+file validates). Every `--eval-every` seconds of training the model is evaluated on
+the WHOLE validation split (that time is not counted as training). The run stops at
+the target loss or when the time budget is spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import append_result, table  # noqa: E402
+
+
+def run_once(data, preset: str, target: float, budget: float, eval_every: float, seed: int) -> dict:
+    from lmlib.evaluate import estimate_loss
+    from lmlib.trainer import StopTraining
+
+    state = {"train_s": 0.0, "mark": time.perf_counter(), "last_eval": 0.0, "evals": [], "reached": None}
+    trainer_ref = {}
+
+    def evaluate_now():
+        model = trainer_ref["model"]
+        r = estimate_loss(model, data.val, 64, model.config.block_size, max_batches=None)
+        state["evals"].append((round(state["train_s"], 2), round(r["loss"], 4)))
+        return r["loss"]
+
+    def callback(m):
+        now = time.perf_counter()
+        state["train_s"] += now - state["mark"]
+        if state["train_s"] - state["last_eval"] >= eval_every or m["status"] != "running":
+            state["last_eval"] = state["train_s"]
+            loss = evaluate_now()
+            if loss <= target and state["reached"] is None:
+                state["reached"] = state["train_s"]
+                raise StopTraining(f"reached {loss:.4f}")
+            if state["train_s"] >= budget:
+                raise StopTraining("time budget spent")
+        state["mark"] = time.perf_counter()
+
+    from lmlib.model import GPTConfig
+    from lmlib.run import PRESETS, split_overrides
+    from lmlib.trainer import TrainConfig, Trainer
+
+    model_kw, train_kw = split_overrides({**PRESETS[preset], "seed": seed, "progress": False,
+                                          "save_checkpoints": False, "eval_interval": 10**9,
+                                          "out_dir": f"/tmp/lmlib-bench-ttq-{seed}"})
+    trainer = Trainer(GPTConfig(vocab_size=data.vocab_size, **model_kw), data, TrainConfig(**train_kw),
+                      callbacks=[callback])
+    trainer_ref["model"] = trainer.model
+    state["mark"] = time.perf_counter()
+    trainer.fit()
+    best = min(loss for _, loss in state["evals"])
+    return {"seconds": state["reached"], "best": best, "evals": state["evals"], "steps": trainer.step}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="shakespeare")
+    p.add_argument("--preset", default="shakespeare-char-cpu")
+    p.add_argument("--target", type=float, default=1.898)
+    p.add_argument("--budget", type=float, default=105.0, help="seconds of training at most")
+    p.add_argument("--eval-every", type=float, default=10.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+
+    import torch
+
+    import lmlib
+
+    torch.set_num_threads(a.threads)
+    data = lmlib.load_data(a.data, tokenizer="char", val_fraction=0.1)
+    runs = [run_once(data, a.preset, a.target, a.budget, a.eval_every, seed) for seed in range(a.repeats)]
+    rows = [(i, r["steps"], "-" if r["seconds"] is None else f"{r['seconds']:.1f}", f"{r['best']:.4f}")
+            for i, r in enumerate(runs)]
+    print(table(rows, ("seed", "steps", f"s to <= {a.target}", "best val loss")))
+    times = [r["seconds"] for r in runs if r["seconds"] is not None]
+    med = statistics.median(times) if len(times) == len(runs) else None
+    print(f"median seconds to {a.target}: {med if med is None else round(med, 1)} (target <= 50 s)")
+    append_result("time-to-quality", f"preset {a.preset}: median {'-' if med is None else f'{med:.1f}'} s to "
+                  f"whole-split val <= {a.target} ({len(times)}/{len(runs)} reached); best losses "
+                  + ", ".join(f"{r['best']:.4f}" for r in runs))
+
+
+if __name__ == "__main__":
+    main()
