@@ -1,0 +1,588 @@
+#!/usr/bin/env python
+"""Check the built book in a real browser: ``python tools/check_book.py``.
+
+Serves the built HTML from a local server (127.0.0.1, random port), opens
+index.html and every page listed in ``_toc.yml`` in headless Chromium
+(Playwright, Debian's /usr/bin/chromium) with every request to anything but
+that server blocked, and reports, per page:
+
+* a page listed in the TOC that is missing from the build;
+* a console error, an uncaught page error, a local resource answering with an
+  HTTP error, or a request to the outside (blocked, and reported);
+* an <img> that does not decode (``naturalWidth == 0``);
+* untypeset math: raw ``$$``, ``\\(``, ``\\[`` or ``\\begin{`` in the visible
+  text after MathJax has finished, a math element MathJax did not process, or
+  a MathJax error;
+* a link to a local page or anchor that does not exist;
+* a Jupyter widget that did not render, and a visible slider that does
+  nothing: each slider is moved with the keyboard (the mouse if that fails)
+  and the visible images/text around it must change.
+
+A full-page PNG screenshot of every page is saved in ``--screenshots``.
+Exit status: 0 when every page passes, 1 otherwise (one line per problem),
+2 when the check itself cannot run (no build, no Chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import html.parser
+import http.server
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 900}
+#: Milliseconds to wait for a page to load, typeset and render its widgets.
+PAGE_TIMEOUT_MS = 30_000
+#: Milliseconds to wait for a slider's content to change after moving it.
+SLIDER_TIMEOUT_MS = 4_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    page: str
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.page}: [{self.kind}] {self.message}"
+
+
+@dataclass
+class PageResult:
+    page: str
+    problems: list[Problem] = field(default_factory=list)
+    screenshot: Path | None = None
+    sliders: int = 0
+    widgets: int = 0
+    math: int = 0
+
+    def add(self, kind: str, message: str) -> None:
+        self.problems.append(Problem(self.page, kind, message))
+
+
+class CheckError(Exception):
+    """The check could not run at all."""
+
+
+# --------------------------------------------------------------------------
+# Table of contents
+
+
+def toc_docnames(toc_path: Path) -> list[str]:
+    """Docnames (paths without extension) of every page in a jb-book TOC."""
+    toc = yaml.safe_load(toc_path.read_text()) or {}
+    names: list[str] = []
+
+    def visit(node: object) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if isinstance(node.get(key), str):
+                    names.append(node[key])
+            for key in ("chapters", "sections", "parts", "subtrees", "entries"):
+                visit(node.get(key))
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(toc)
+    seen: dict[str, None] = {}
+    for name in names:
+        name = re.sub(r"\.(md|ipynb|rst)$", "", name.strip().lstrip("/"))
+        seen.setdefault(name, None)
+    return list(seen)
+
+
+# --------------------------------------------------------------------------
+# Local server
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # the browser hung up
+            super().handle_error(request, client_address)
+
+
+class LocalServer:
+    def __init__(self, directory: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.httpd = _Server(("127.0.0.1", 0), handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> LocalServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# --------------------------------------------------------------------------
+# Links
+
+
+class _IdCollector(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for key, value in attrs:
+            if value and (key == "id" or (key == "name" and tag == "a")):
+                self.ids.add(value)
+
+
+class LinkChecker:
+    def __init__(self, html_dir: Path, base: str) -> None:
+        self.html_dir = html_dir.resolve()
+        self.base = urllib.parse.urlsplit(base)
+        self._ids: dict[Path, set[str]] = {}
+
+    def local_file(self, url: str) -> Path | None | bool:
+        """The file a same-site URL points to; None if not same-site; False if missing."""
+        parts = urllib.parse.urlsplit(url)
+        if (parts.scheme, parts.netloc) != (self.base.scheme, self.base.netloc):
+            return None
+        rel = urllib.parse.unquote(parts.path).lstrip("/")
+        target = (self.html_dir / rel).resolve()
+        if self.html_dir not in target.parents and target != self.html_dir:
+            return False
+        if target.is_dir():
+            target = target / "index.html"
+        return target if target.is_file() else False
+
+    def ids(self, path: Path) -> set[str]:
+        if path not in self._ids:
+            collector = _IdCollector()
+            collector.feed(path.read_text(encoding="utf-8", errors="replace"))
+            self._ids[path] = collector.ids
+        return self._ids[path]
+
+    def check(self, url: str, page_file: Path, dom_ids: set[str]) -> str | None:
+        """An error message if ``url`` is a broken internal link, else None."""
+        target = self.local_file(url)
+        if target is None:
+            return None
+        if target is False:
+            return "target page does not exist"
+        fragment = urllib.parse.unquote(urllib.parse.urlsplit(url).fragment)
+        if not fragment:
+            return None
+        ids = dom_ids if target == page_file else self.ids(target)
+        if fragment not in ids:
+            return f"anchor #{fragment} does not exist in {target.relative_to(self.html_dir)}"
+        return None
+
+
+# --------------------------------------------------------------------------
+# In-page JavaScript
+
+JS_WAIT_READY = """
+async (timeoutMs) => {
+  const deadline = Date.now() + timeoutMs;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const notes = [];
+  // Widgets: every view placeholder gets a rendered .widget-subarea before it.
+  const hasState = !!document.querySelector(
+    'script[type="application/vnd.jupyter.widget-state+json"]');
+  const views = Array.from(document.querySelectorAll(
+    'script[type="application/vnd.jupyter.widget-view+json"]'));
+  const rendered = (s) => {
+    const prev = s.previousElementSibling;
+    return !!(prev && prev.classList.contains("widget-subarea") && prev.childElementCount > 0);
+  };
+  while (hasState && views.some((s) => !rendered(s)) && Date.now() < deadline) {
+    await sleep(100);
+  }
+  const unrendered = views.filter((s) => !rendered(s)).map((s) => {
+    try { return JSON.parse(s.textContent).model_id; } catch (e) { return "?"; }
+  });
+  // MathJax 3: wait for the initial typesetting.
+  if (window.MathJax && window.MathJax.startup && window.MathJax.startup.promise) {
+    await Promise.race([window.MathJax.startup.promise, sleep(Math.max(0, deadline - Date.now()))]);
+  }
+  // Images (force lazy ones to load).
+  for (const img of document.images) { if (img.loading === "lazy") img.loading = "eager"; }
+  while (Array.from(document.images).some((i) => !i.complete) && Date.now() < deadline) {
+    await sleep(100);
+  }
+  if (document.fonts && document.fonts.ready) {
+    await Promise.race([document.fonts.ready, sleep(Math.max(0, deadline - Date.now()))]);
+  }
+  return {views: views.length, unrendered: unrendered};
+}
+"""
+
+JS_INSPECT = r"""
+() => {
+  const visible = (el) => !!el && el.getClientRects().length > 0 &&
+    (typeof el.checkVisibility !== "function" || el.checkVisibility({visibilityProperty: true}));
+  const short = (s) => (s.length > 80 ? s.slice(0, 77) + "..." : s);
+  // Broken images.
+  const brokenImages = Array.from(document.images)
+    .filter((img) => !img.complete || img.naturalWidth === 0)
+    .map((img) => short(img.getAttribute("src") || img.currentSrc || "(no src)"));
+  // Raw (untypeset) math in visible text, outside code.
+  const skip = "pre, code, script, style, textarea, kbd, samp, mjx-container, .highlight";
+  const rawMath = [];
+  const pattern = /\$\$|\\\(|\\\[|\\begin\{/;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!el || el.closest(skip) || !pattern.test(node.textContent) || !visible(el)) continue;
+    rawMath.push(short(node.textContent.trim()));
+  }
+  // Math elements (Sphinx: span.math / div.math) that MathJax did not process.
+  const mathEls = Array.from(document.querySelectorAll("span.math, div.math"));
+  const untypeset = mathEls.filter((el) => !el.querySelector("mjx-container"))
+    .map((el) => short(el.textContent.trim()));
+  const mathErrors = Array.from(document.querySelectorAll("mjx-merror, .MathJax_Error"))
+    .map((el) => short(el.getAttribute("data-mjx-error") || el.textContent.trim()));
+  // Links and anchors.
+  const links = Array.from(document.querySelectorAll("a[href]"))
+    .map((a) => ({href: a.href, raw: a.getAttribute("href")}))
+    .filter((l) => /^https?:/.test(l.href));
+  const ids = Array.from(document.querySelectorAll("[id]")).map((el) => el.id)
+    .concat(Array.from(document.querySelectorAll("a[name]")).map((a) => a.name));
+  return {
+    brokenImages, rawMath, untypeset, mathErrors, links, ids,
+    mathCount: mathEls.length,
+    widgetCount: document.querySelectorAll(".widget-subarea > .jupyter-widgets, .widget-subarea > .lm-Widget").length,
+  };
+}
+"""
+
+# Let CSS transitions (e.g. the theme's sidebar) finish before a screenshot.
+JS_SETTLE = """
+async (timeoutMs) => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  await sleep(200);
+  const running = document.getAnimations().filter((a) => a.playState === "running" &&
+    a.effect && a.effect.getComputedTiming().endTime !== Infinity);
+  await Promise.race([Promise.all(running.map((a) => a.finished.catch(() => null))), sleep(timeoutMs)]);
+  await sleep(100);
+}
+"""
+
+# Sliders: ipywidgets 8 (noUiSlider handles) and plain <input type=range>.
+JS_MARK_SLIDERS = """
+() => {
+  const visible = (el) => !!el && el.getClientRects().length > 0 &&
+    (typeof el.checkVisibility !== "function" || el.checkVisibility({visibilityProperty: true}));
+  const handles = Array.from(document.querySelectorAll(".noUi-handle, input[type=range]"))
+    .filter(visible);
+  handles.forEach((h, i) => h.setAttribute("data-book-check-slider", String(i)));
+  return handles.length;
+}
+"""
+
+JS_SLIDER_STATE = r"""
+(handle) => {
+  const visible = (el) => !!el && el.getClientRects().length > 0 &&
+    (typeof el.checkVisibility !== "function" || el.checkVisibility({visibilityProperty: true}));
+  const isRange = handle.tagName === "INPUT";
+  // The slider widget itself (description, track, readout) is excluded from
+  // the signature: a dead slider still moves its own handle and readout.
+  const sliderEl = isRange ? handle : (handle.closest(".widget-slider") || handle.closest(".noUi-target"));
+  const container = handle.closest(".widget-subarea") || handle.closest(".cell_output") ||
+    handle.closest("section") || document.body;
+  const parts = [];
+  for (const img of container.querySelectorAll("img")) {
+    if (!sliderEl.contains(img) && visible(img)) parts.push("img:" + img.currentSrc);
+  }
+  for (const c of container.querySelectorAll("canvas")) {
+    if (!sliderEl.contains(c) && visible(c)) {
+      try { parts.push("canvas:" + c.toDataURL()); } catch (e) { parts.push("canvas"); }
+    }
+  }
+  const walker = document.createTreeWalker(container, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (el && !sliderEl.contains(el) && n.textContent.trim() && visible(el)) parts.push(n.textContent.trim());
+  }
+  const value = isRange ? Number(handle.value) : Number(handle.getAttribute("aria-valuenow"));
+  const min = isRange ? Number(handle.min || 0) : Number(handle.getAttribute("aria-valuemin"));
+  const max = isRange ? Number(handle.max || 100) : Number(handle.getAttribute("aria-valuemax"));
+  const readout = sliderEl.querySelector(".widget-readout");
+  return {
+    signature: parts.join("\n"),
+    value, min, max,
+    readout: readout ? readout.textContent.trim() : String(value),
+  };
+}
+"""
+
+
+# --------------------------------------------------------------------------
+# The check
+
+
+def _page_name(html_dir: Path, path: Path) -> str:
+    return path.relative_to(html_dir).as_posix()
+
+
+def _screenshot_name(page: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "__", page.removesuffix(".html")) + ".png"
+
+
+def _check_slider(page, index: int, result: PageResult) -> None:  # noqa: ANN001
+    handle = page.locator(f'[data-book-check-slider="{index}"]')
+    before = handle.evaluate(JS_SLIDER_STATE)
+    label = f"slider #{index + 1} (at {before['readout']!r})"
+    if before["max"] <= before["min"]:
+        result.add("dead-slider", f"{label} has a single position")
+        return
+    key, back = ("ArrowRight", "ArrowLeft") if before["value"] < before["max"] else ("ArrowLeft", "ArrowRight")
+    handle.focus()
+    page.keyboard.press(key)
+    after = _wait_for_change(page, handle, before)
+    if after["value"] == before["value"]:
+        # Keyboard did not move it: drag with the mouse to the other end.
+        box = handle.bounding_box()
+        track = handle.locator("xpath=ancestor::*[contains(@class,'noUi-target')][1]")
+        tbox = track.bounding_box() if track.count() else None
+        if box and tbox:
+            target_x = tbox["x"] + (tbox["width"] - 1 if key == "ArrowRight" else 1)
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(target_x, box["y"] + box["height"] / 2, steps=5)
+            page.mouse.up()
+            after = _wait_for_change(page, handle, before)
+    if after["value"] == before["value"]:
+        result.add("dead-slider", f"{label} cannot be moved (keyboard or mouse)")
+        return
+    if after["signature"] == before["signature"]:
+        result.add(
+            "dead-slider",
+            f"{label} moved to {after['readout']!r} but nothing else on the page changed",
+        )
+    # Put it back, so the screenshot shows the page as a reader first sees it.
+    handle.focus()
+    page.keyboard.press(back)
+
+
+def _wait_for_change(page, handle, before: dict) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + SLIDER_TIMEOUT_MS / 1000
+    state = handle.evaluate(JS_SLIDER_STATE)
+    while time.monotonic() < deadline:
+        if state["value"] != before["value"] and state["signature"] != before["signature"]:
+            break
+        page.wait_for_timeout(100)
+        state = handle.evaluate(JS_SLIDER_STATE)
+    return state
+
+
+def check_page(
+    context,
+    server: LocalServer,
+    links: LinkChecker,
+    html_dir: Path,
+    path: Path,  # noqa: ANN001
+    screenshots: Path | None,
+) -> PageResult:
+    name = _page_name(html_dir, path)
+    result = PageResult(name)
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and result.add("console-error", m.text))
+    page.on("pageerror", lambda e: result.add("page-error", str(e)))
+    page.on("response", lambda r: r.status >= 400 and result.add("http-error", f"{r.status} {r.url}"))
+    try:
+        page.goto(server.base + name, wait_until="load", timeout=PAGE_TIMEOUT_MS)
+        source = path.read_text(encoding="utf-8", errors="replace")
+        if re.search(r'http-equiv="refresh"', source, re.IGNORECASE):
+            # index.html: a redirect to the root page.
+            match = re.search(r'url=([^"\']+)', source, re.IGNORECASE)
+            target = urllib.parse.urljoin(server.base + name, match.group(1).strip()) if match else ""
+            error = links.check(target, path, set()) if target else "no target"
+            if error:
+                result.add("broken-link", f"redirect to {target}: {error}")
+            else:
+                page.wait_for_url(lambda u: u.split("#")[0] == target.split("#")[0], timeout=PAGE_TIMEOUT_MS)
+                page.wait_for_load_state("load")
+        ready = page.evaluate(JS_WAIT_READY, PAGE_TIMEOUT_MS)
+        if ready["unrendered"]:
+            result.add(
+                "widget-not-rendered",
+                f"{len(ready['unrendered'])} of {ready['views']} widget(s) did not render "
+                f"(models {', '.join(ready['unrendered'][:3])}); was the notebook executed with "
+                "its widget state saved (python tools/execute_notebooks.py)?",
+            )
+        info = page.evaluate(JS_INSPECT)
+        result.math, result.widgets = info["mathCount"], info["widgetCount"]
+        for src in info["brokenImages"]:
+            result.add("broken-image", f"image does not decode: {src}")
+        for text in info["rawMath"]:
+            result.add("raw-math", f"raw TeX visible in the page: {text!r}")
+        for text in info["untypeset"]:
+            result.add("untypeset-math", f"math element not typeset by MathJax: {text!r}")
+        for text in info["mathErrors"]:
+            result.add("math-error", f"MathJax error: {text!r}")
+        current = links.local_file(page.url.split("#")[0]) or path
+        seen: set[str] = set()
+        for link in info["links"]:
+            if link["href"] in seen:
+                continue
+            seen.add(link["href"])
+            error = links.check(link["href"], current, set(info["ids"]))
+            if error:
+                result.add("broken-link", f"href={link['raw']!r}: {error}")
+        result.sliders = page.evaluate(JS_MARK_SLIDERS)
+        for i in range(result.sliders):
+            _check_slider(page, i, result)
+        if screenshots is not None:
+            # Undo the slider checks' focus and scrolling: a full-page
+            # screenshot of a scrolled page repeats the sticky header.
+            page.evaluate("() => { if (document.activeElement) document.activeElement.blur(); window.scrollTo(0, 0); }")
+            page.evaluate(JS_SETTLE, 3000)
+            result.screenshot = screenshots / _screenshot_name(name)
+            page.screenshot(path=str(result.screenshot), full_page=True)
+    except Exception as exc:  # a timeout or a crash: report, go on with the next page
+        result.add("load-failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    finally:
+        page.close()
+    return result
+
+
+def check_site(
+    html_dir: Path,
+    toc: Path,
+    screenshots: Path | None = None,
+    chromium: str = CHROMIUM,
+    log=print,  # noqa: ANN001
+) -> list[PageResult]:
+    """Check every page of the TOC (plus index.html); return one result per page."""
+    html_dir = html_dir.resolve()
+    if not (html_dir / "index.html").is_file():
+        raise CheckError(f"{html_dir / 'index.html'} not found: build the book first (python tools/build_book.py)")
+    if not Path(chromium).exists():
+        raise CheckError(f"{chromium} not found: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    results: list[PageResult] = []
+    pages = [html_dir / "index.html"]
+    for docname in toc_docnames(toc):
+        path = html_dir / f"{docname}.html"
+        if path.is_file():
+            pages.append(path)
+        else:
+            missing = PageResult(f"{docname}.html")
+            missing.add("missing-page", f"listed in {toc.name} but not in the build ({path})")
+            results.append(missing)
+    if screenshots is not None:
+        screenshots.mkdir(parents=True, exist_ok=True)
+        for stale in screenshots.glob("*.png"):  # from pages that no longer exist
+            stale.unlink()
+
+    with LocalServer(html_dir) as server, tempfile.TemporaryDirectory(prefix="check-book-") as profile:
+        links = LinkChecker(html_dir, server.base)
+        external: dict[str, list[str]] = {}
+        current = {"page": ""}
+
+        def route(request_route) -> None:  # noqa: ANN001
+            url = request_route.request.url
+            if url.startswith(server.base) or url.startswith(("data:", "blob:")):
+                request_route.continue_()
+            else:
+                external.setdefault(current["page"], []).append(url)
+                request_route.abort("blockedbyclient")
+
+        with sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                profile,
+                executable_path=chromium,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport=VIEWPORT,
+                service_workers="block",
+            )
+            try:
+                context.route("**/*", route)
+                for path in pages:
+                    current["page"] = _page_name(html_dir, path)
+                    started = time.monotonic()
+                    result = check_page(context, server, links, html_dir, path, screenshots)
+                    for url in external.pop(current["page"], []):
+                        result.add("external-request", f"blocked request to the outside: {url}")
+                    # The browser reports blocked requests as console errors too.
+                    result.problems = [
+                        p
+                        for p in result.problems
+                        if not (
+                            p.kind == "console-error"
+                            and "ERR_BLOCKED_BY_CLIENT" in p.message
+                            and any(q.kind == "external-request" for q in result.problems)
+                        )
+                    ]
+                    results.append(result)
+                    status = "ok" if not result.problems else f"{len(result.problems)} problem(s)"
+                    log(
+                        f"  {result.page}: {status} ({result.math} math, {result.widgets} widgets, "
+                        f"{result.sliders} sliders, {time.monotonic() - started:.1f}s)"
+                    )
+            finally:
+                context.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--html-dir", type=Path, default=ROOT / "_build" / "html")
+    parser.add_argument("--screenshots", type=Path, default=ROOT / "_build" / "screenshots")
+    parser.add_argument("--toc", type=Path, default=ROOT / "_toc.yml")
+    parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", CHROMIUM))
+    args = parser.parse_args(argv)
+    print(f"checking {args.html_dir} (pages from {args.toc}) in {args.chromium}")
+    try:
+        results = check_site(args.html_dir, args.toc, args.screenshots, args.chromium)
+    except CheckError as exc:
+        print(f"check_book: error: {exc}", file=sys.stderr)
+        return 2
+    problems = [p for r in results for p in r.problems]
+    if args.screenshots:
+        print(f"screenshots in {args.screenshots}")
+    if problems:
+        print(f"\n{len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"all {len(results)} page(s) passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
