@@ -92,6 +92,9 @@ def setup(seed: int = 0, threads: int = 2) -> None:
         pass
     else:
         np.random.seed(seed)
+        # Print NumPy scalars as plain numbers (0.25, not np.float64(0.25)), so
+        # values glued into the prose can be formatted, e.g. {glue:text}`x:.3f`.
+        np.set_printoptions(legacy="1.25")
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency of lmlib
