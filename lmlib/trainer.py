@@ -68,6 +68,7 @@ class TrainConfig:
     def resolved(self, n_batches_per_epoch: int | None = None) -> TrainConfig:
         """Check the values and fill in the defaults that depend on the run length."""
         c = TrainConfig(**asdict(self))
+        c.out_dir = str(c.out_dir)  # a Path is fine too; the metrics file stores text
         if c.epochs is not None:
             if c.epochs <= 0:
                 raise LmlibError(f"epochs must be positive, got {c.epochs}")

@@ -174,3 +174,8 @@ def test_callback_can_stop_training(tmp_path):
     r = run(tmp_path, max_steps=12, callbacks=[stop_at_6])
     assert r.status == "stopped" and r.steps == 6 and r.message == "enough"
     assert load_metrics(tmp_path / "run")["status"] == "stopped"
+
+
+def test_out_dir_may_be_a_path(tmp_path):
+    r = train(char_data(), **{**TINY, "max_steps": 4, "out_dir": tmp_path / "p"})
+    assert r.status == "finished" and load_metrics(tmp_path / "p")["config"]["train"]["out_dir"] == str(tmp_path / "p")
