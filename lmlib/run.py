@@ -25,7 +25,7 @@ PRESETS: dict[str, dict] = {
                  lr=3e-3, eval_interval=50, eval_batches=4),
     # The synthetic corpus: about a minute on 2 CPU cores to get near its entropy.
     "synthetic-cpu": dict(block_size=64, n_layer=2, n_head=4, n_embd=64, batch_size=32,
-                          max_steps=1200, lr=3e-3, warmup_steps=100, eval_interval=200, eval_batches=20),
+                          max_steps=1500, lr=3e-3, warmup_steps=100, eval_interval=250, eval_batches=20),
     # Character-level Tiny Shakespeare on a CPU (nanoGPT's CPU recipe shape).
     "shakespeare-char-cpu": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, batch_size=12,
                                  max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
