@@ -30,6 +30,7 @@ from lmlib.evaluate import estimate_loss
 from lmlib.metrics import FILENAME, new_metrics, write_metrics
 from lmlib.model import GPT, GPTConfig, check_compatible
 from lmlib.optim import SCHEDULES, build_optimizer, lr_at, set_lr
+from lmlib.runtime import keep_freed_memory
 
 Callback = Callable[[dict], None]
 
@@ -147,6 +148,8 @@ class Trainer:
         self.config = cfg.resolved(self.batches_per_epoch)
         self.callbacks = list(callbacks)
         self.device = pick_device(self.config.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # ~10% faster steps; see lmlib/runtime.py
         self.out_dir = Path(self.config.out_dir)
         torch.manual_seed(self.config.seed)  # the initial weights
         self.model = (model or GPT(model_config)).to(self.device)

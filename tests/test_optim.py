@@ -39,10 +39,10 @@ def test_param_groups_no_decay_on_bias_norm_embedding():
 
 
 def test_scratch_adamw_matches_torch_after_100_steps():
-    def run(opt_name):
+    def run(opt_name, fused=None):
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16))
-        opt = build_optimizer(model, opt_name, lr=3e-3, betas=(0.9, 0.99), weight_decay=0.1)
+        opt = build_optimizer(model, opt_name, lr=3e-3, betas=(0.9, 0.99), weight_decay=0.1, fused=fused)
         g = torch.Generator().manual_seed(1)
         for _ in range(100):
             x = torch.randint(0, 30, (4, 8), generator=g)
@@ -52,9 +52,12 @@ def test_scratch_adamw_matches_torch_after_100_steps():
             opt.step()
         return model
 
-    a, b = run("adamw"), run("adamw-scratch")
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+    # torch's one-tensor-at-a-time AdamW is the reference; the fused kernel the trainer
+    # uses rounds a little differently, and 100 steps amplify that, hence the looser bound.
+    ref, scratch, fused = run("adamw", fused=False), run("adamw-scratch"), run("adamw", fused=True)
+    for (n, p), q, f in zip(ref.named_parameters(), scratch.parameters(), fused.parameters()):
         assert torch.allclose(p, q, atol=1e-5, rtol=1e-4), n
+        assert torch.allclose(p, f, atol=1e-4, rtol=1e-3), n
 
 
 def test_scratch_adamw_single_step_by_hand():
