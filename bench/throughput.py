@@ -2,9 +2,9 @@
 
     python bench/throughput.py --data ../shared/data/tinyshakespeare.txt
 
-Config: char-level Tiny Shakespeare, 4 layers, 4 heads, width 128, context 64,
-batch 12, no dropout, no biases, AdamW (0.9, 0.99), weight decay 0.1, clip 1.0,
-lr 1e-3 with 100 warm-up steps and cosine decay to 1e-4. Tokens/s are measured
+Config: the preset `shakespeare-char-nanogpt` (char-level Tiny Shakespeare, 4 layers,
+4 heads, width 128, context 64, batch 12, no dropout, no biases, AdamW (0.9, 0.99),
+weight decay 0.1, clip 1.0, lr 1e-3 with 100 warm-up steps, cosine decay to 1e-4). Tokens/s are measured
 between logging steps with validation switched off, after the first 50 steps.
 """
 
@@ -36,10 +36,8 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     data = lmlib.load_data(a.data, tokenizer="char", val_fraction=0.1)
-    cfg = dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False, batch_size=12,
-               lr=1e-3, min_lr=1e-4, warmup_steps=100, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-               max_steps=a.iters, eval_interval=10**9, log_interval=25, progress=False,
-               save_checkpoints=False)
+    cfg = {k: v for k, v in lmlib.PRESETS["shakespeare-char-nanogpt"].items() if k != "val_fraction"}
+    cfg.update(max_steps=a.iters, eval_interval=10**9, log_interval=25, progress=False, save_checkpoints=False)
     rates = []
     for r in range(a.repeats):
         stamps: list[tuple[int, float]] = []

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", choices=["char", "word"], default="char", help="for text files (default char)")
     t.add_argument("--n-tokens", type=int, help="synthetic corpus size in tokens (default 200000)")
     t.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic corpus")
-    t.add_argument("--val-fraction", type=float, default=0.2, help="share of tokens held out for validation")
+    t.add_argument("--val-fraction", type=float, default=None,
+                   help="share of tokens held out for validation (default: the preset's, else 0.2)")
     t.add_argument("--holdout", action="append", default=[], help="synthetic sentence kept out of training")
     t.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     _add_dataclass_flags(t, GPTConfig, skip={"vocab_size"})
@@ -87,11 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from lmlib.model import GPTConfig
-    from lmlib.run import load_data, train
+    from lmlib.run import PRESETS, load_data, train
     from lmlib.trainer import TrainConfig
 
+    val_fraction = a.val_fraction
+    if val_fraction is None:
+        val_fraction = PRESETS.get(a.preset or "", {}).get("val_fraction", 0.2)
     data = load_data(a.data, tokenizer=a.tokenizer, n_tokens=a.n_tokens, seed=a.data_seed,
-                     val_fraction=a.val_fraction, holdout=a.holdout)
+                     val_fraction=val_fraction, holdout=a.holdout)
     keys = {f.name for f in fields(GPTConfig)} | {f.name for f in fields(TrainConfig)}
     settings = {k: v for k, v in vars(a).items() if k in keys and v is not None}
     result = train(data, preset=a.preset, resume=a.resume, **settings)

@@ -9,7 +9,8 @@ output is fed back in as input, one token at a time.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -17,6 +18,17 @@ import torch.nn.functional as F
 
 from lmlib import data as D
 from lmlib.errors import LmlibError
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Switch off dropout for a while, then put the model back as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -35,18 +47,16 @@ def estimate_loss(
     number); otherwise the first `max_batches` batches of an evenly spread,
     deterministic set, so successive validations are comparable.
     """
-    was_training = model.training
-    model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches):
-        x, y = x.to(device), y.to(device)
-        with autocast or nullcontext():
-            logits, _ = model(x)
-        logits = logits.float()
-        total_loss += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches):
+            x, y = x.to(device), y.to(device)
+            with autocast or nullcontext():
+                logits, _ = model(x)
+            logits = logits.float()
+            total_loss += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+            correct += (logits.argmax(-1) == y).sum().item()
+            count += y.numel()
     if count == 0:
         raise LmlibError(f"the split has too few tokens ({len(tokens)}) for one window of {block_size + 1}")
     loss = total_loss / count
@@ -63,10 +73,10 @@ def _encode_prompt(tokenizer, prompt: str | list[int], block_size: int) -> torch
 @torch.no_grad()
 def next_token_probs(model: torch.nn.Module, tokenizer, prompt: str | list[int]) -> torch.Tensor:
     """Probability of every vocabulary entry as the token after `prompt`, shape (V,)."""
-    model.eval()
     device = next(model.parameters()).device
     idx = _encode_prompt(tokenizer, prompt, model.config.block_size).to(device)
-    logits, _ = model(idx)
+    with eval_mode(model):
+        logits, _ = model(idx)
     return F.softmax(logits[0, -1].float(), dim=-1).cpu()
 
 
@@ -99,7 +109,6 @@ def generate(
         raise LmlibError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k <= 0:
         raise LmlibError(f"top_k must be positive, got {top_k}")
-    model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu")
     if seed is not None:
@@ -108,18 +117,19 @@ def generate(
     if not ids:
         raise LmlibError("the prompt is empty: give at least one token")
     T = model.config.block_size
-    for _ in range(max_new_tokens):
-        idx = torch.tensor(ids[-T:], dtype=torch.long, device=device)[None]
-        logits, _ = model(idx)
-        logits = logits[0, -1].float().cpu()
-        if temperature == 0:
-            ids.append(int(logits.argmax()))
-            continue
-        logits = logits / temperature
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-            logits[logits < kth] = -float("inf")
-        ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen)))
+    with eval_mode(model):
+        for _ in range(max_new_tokens):
+            idx = torch.tensor(ids[-T:], dtype=torch.long, device=device)[None]
+            logits, _ = model(idx)
+            logits = logits[0, -1].float().cpu()
+            if temperature == 0:
+                ids.append(int(logits.argmax()))
+                continue
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                logits[logits < kth] = -float("inf")
+            ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen)))
     return tokenizer.decode(ids)
 
 

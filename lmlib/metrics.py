@@ -3,7 +3,8 @@
 The file holds parallel lists, one entry per logging step:
 
     steps          update count when the entry was logged (1 = after the first update)
-    epochs         how many full passes over the training split had been made
+    epochs         the epoch the entry's last update belongs to (0 = the first pass over
+                   the training split); `summarize` turns it into passes completed
     train_loss     mean training loss over the updates since the previous entry
     val_loss       validation loss, or null where validation did not run
     learning_rate  learning rate of the last update
@@ -93,7 +94,8 @@ def summarize(metrics: dict) -> dict:
         "status": metrics.get("status", "unknown"),
         "entries": len(metrics["steps"]),
         "steps": metrics["steps"][-1],
-        "epochs": metrics["epochs"][-1],
+        "epoch_index": metrics["epochs"][-1],
+        "epochs": passes_completed(metrics),
         "initial_train_loss": tl[0],
         "final_train_loss": tl[-1],
         "min_train_loss": min(tl),
@@ -111,6 +113,18 @@ def summarize(metrics: dict) -> dict:
     s["final_val_perplexity"] = math.exp(vl[-1]) if vl else None
     s["overfitting_gap"] = (vl[-1] - train_loss_near(metrics, vsteps[-1])) if vl else None
     return s
+
+
+def passes_completed(metrics: dict) -> float | None:
+    """Passes over the training split so far: 8.0 after eight full epochs, 0.5 halfway
+    through the first. None if the file does not say how much data there was."""
+    cfg = metrics.get("config", {})
+    train, steps = cfg.get("train", {}), metrics["steps"][-1]
+    if train.get("epochs") and train.get("max_steps"):  # epoch mode: max_steps = epochs * batches
+        return steps * train["epochs"] / train["max_steps"]
+    n_train = cfg.get("data", {}).get("train_tokens")
+    tokens = (metrics.get("tokens") or [None])[-1]
+    return tokens / n_train if tokens and n_train else None
 
 
 def train_loss_near(metrics: dict, step: int, window: int = 3) -> float:
@@ -188,7 +202,7 @@ def format_report(metrics: dict) -> str:
 
     lines = [
         f"status               {s['status']}",
-        f"steps                {s['steps']}  (epochs completed: {s['epochs']}, entries: {s['entries']})",
+        f"steps                {s['steps']}  ({f(s['epochs'], '.2f')} epochs, {s['entries']} entries)",
         f"initial train loss   {f(s['initial_train_loss'])}",
         f"final train loss     {f(s['final_train_loss'])}",
         f"reduction            {f(s['reduction'])}  ({s['reduction_pct']:.1f}%)",

@@ -264,6 +264,7 @@ class Trainer:
 
             bar = tqdm(total=total, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
         self.model.train()
+        notified = None  # (step, status) that callbacks last saw
         try:
             while self.step < total:
                 step = self.step
@@ -297,7 +298,8 @@ class Trainer:
                     tokens = self.step * tokens_per_step
                     m = self.metrics
                     m["steps"].append(self.step)
-                    m["epochs"].append(tokens // n_train if self.batches_per_epoch is None
+                    # the epoch of this entry's last update (its last token, in step mode)
+                    m["epochs"].append((tokens - 1) // n_train if self.batches_per_epoch is None
                                        else step // self.batches_per_epoch)
                     m["train_loss"].append(self.accum[0] / self.accum[1])
                     m["val_loss"].append(ev["loss"] if ev else None)
@@ -324,6 +326,7 @@ class Trainer:
                     write_metrics(metrics_path, m)
                     if ev or last:
                         self.save("last.pt")
+                    notified = (self.step, m["status"])
                     for cb in self.callbacks:
                         cb(m)
                     if stop:
@@ -340,10 +343,11 @@ class Trainer:
                 bar.close()
         self.metrics["status"] = status
         write_metrics(metrics_path, self.metrics)
-        for cb in self.callbacks:
-            try:
-                cb(self.metrics)
-            except StopTraining:
-                pass
+        if notified != (self.step, status):  # callbacks have not seen how the run ended
+            for cb in self.callbacks:
+                try:
+                    cb(self.metrics)
+                except StopTraining:
+                    pass
         self.model.eval()
         return TrainResult(status, self.step, self.metrics, self.best_val_loss, message, self.out_dir, self.model)

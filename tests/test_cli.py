@@ -44,6 +44,24 @@ def test_train_synthetic_word_level(tmp_path):
     assert (out / "training_metrics.json").exists()
 
 
+def test_preset_brings_its_validation_split(tmp_path, play):
+    import json
+
+    from lmlib.errors import LmlibError
+    from lmlib.run import train
+
+    out = tmp_path / "preset"
+    flags = ["--max-steps", "2", "--warmup-steps", "1", "--eval-batches", "1", "--no-progress", "--out-dir", str(out)]
+    assert main(["train", str(play), "--preset", "shakespeare-char-cpu", *flags]) == 0
+    data = json.loads((out / "training_metrics.json").read_text())["config"]["data"]
+    assert round(data["val_tokens"] / (data["val_tokens"] + data["train_tokens"]), 2) == 0.10
+    assert main(["train", str(play), "--preset", "shakespeare-char-cpu", "--val-fraction", "0.3", *flags]) == 0
+    data = json.loads((out / "training_metrics.json").read_text())["config"]["data"]
+    assert round(data["val_tokens"] / (data["val_tokens"] + data["train_tokens"]), 2) == 0.30
+    with pytest.raises(LmlibError, match="load_data"):
+        train(None, val_fraction=0.1)
+
+
 def _bad(tmp_path, play):
     empty = tmp_path / "empty.txt"
     empty.write_text("")

@@ -75,3 +75,22 @@ def test_too_long_input_and_bad_config():
         GPTConfig(vocab_size=10, n_embd=30, n_head=4)
     with pytest.raises(LmlibError, match="positive"):
         GPTConfig(vocab_size=0)
+
+
+def test_inference_helpers_leave_training_mode_as_they_found_it():
+    import numpy as np
+
+    from lmlib.evaluate import estimate_loss, generate, next_token_probs
+    from lmlib.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.fit("abcdef")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0.5))
+    tokens = np.array(tok.encode("abcdefabcdefabcdef"), dtype=np.uint16)
+    for mode in (True, False):
+        model.train(mode)
+        probs = next_token_probs(model, tok, "abc")
+        assert model.training is mode and probs.sum().item() == pytest.approx(1.0)
+        assert next_token_probs(model, tok, "abc").equal(probs)  # dropout off while predicting
+        generate(model, tok, "ab", max_new_tokens=3, seed=0)
+        estimate_loss(model, tokens, 2, 8)
+        assert model.training is mode

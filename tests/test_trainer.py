@@ -66,6 +66,28 @@ def test_epoch_mode_and_loss_by_epoch(tmp_path):
     assert sorted(set(m["epochs"])) == [0, 1, 2]
     per_epoch = len(m["steps"]) // 3
     assert m["epochs"] == [0] * per_epoch + [1] * per_epoch + [2] * per_epoch
+    from lmlib.metrics import format_report, summarize
+
+    assert summarize(m)["epochs"] == pytest.approx(3.0)  # passes completed, not the last index
+    assert "(3.00 epochs," in format_report(m)
+
+
+def test_callbacks_see_each_entry_once_and_how_the_run_ended(tmp_path):
+    from lmlib.trainer import StopTraining
+
+    seen = []
+    run(tmp_path, "a", max_steps=8, callbacks=[lambda m: seen.append((m["steps"][-1], m["status"]))])
+    assert seen == [(2, "running"), (4, "running"), (6, "running"), (8, "finished")]
+
+    seen.clear()
+
+    def stop_at_4(m):
+        seen.append((m["steps"][-1], m["status"]))
+        if m["steps"][-1] == 4 and m["status"] == "running":
+            raise StopTraining("enough")
+
+    run(tmp_path, "b", max_steps=8, callbacks=[stop_at_4])
+    assert seen == [(2, "running"), (4, "running"), (4, "stopped")]
 
 
 def test_early_stopping_keeps_best(tmp_path):
