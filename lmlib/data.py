@@ -3,7 +3,8 @@
 A text file is tokenized once into ``<out>.bin`` (raw uint16 or uint32 token
 ids) plus a JSON sidecar ``<out>.json`` that records the tokenizer and where the
 tokens came from. Training opens the ``.bin`` with ``np.memmap``, so a corpus
-larger than RAM works: only the windows in a batch are ever read.
+larger than RAM works: only the windows in a batch are ever read (with plain file
+reads, so that a run's memory does not grow with the file; see `_read_windows`).
 
 Batches are windows of ``block_size + 1`` consecutive tokens: x is the first
 ``block_size`` of them and y the same shifted by one (y[t] is the token after x[t]).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -217,6 +219,7 @@ def load_token_file(path: str | Path) -> TokenFile:
     return TokenFile(bin_path=bin_path, tokens=tokens, tokenizer=tokenizer, meta=meta)
 
 
+
 # --- datasets ----------------------------------------------------------------------------------
 
 @dataclass(eq=False)
@@ -240,7 +243,21 @@ def split_tokens(tokens: np.ndarray, val_fraction: float = 0.2) -> tuple[np.ndar
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise LmlibError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     n_train = len(tokens) - round(len(tokens) * val_fraction)
+    if _owns_file_map(tokens):  # a token file: one map per split, so windows can be read by offset
+        return _map_part(tokens, 0, n_train), _map_part(tokens, n_train, len(tokens) - n_train)
     return tokens[:n_train], tokens[n_train:]
+
+
+def _owns_file_map(tokens: np.ndarray) -> bool:
+    """True for a np.memmap opened on a file (not a view of one): its offset is its own."""
+    return isinstance(tokens, np.memmap) and isinstance(tokens.base, mmap.mmap) and tokens.filename is not None
+
+
+def _map_part(tokens: np.memmap, start: int, count: int) -> np.ndarray:
+    if count == 0:  # an empty file region cannot be mapped
+        return tokens[start:start]
+    offset = tokens.offset + start * tokens.dtype.itemsize
+    return np.memmap(tokens.filename, dtype=tokens.dtype, mode="r", offset=offset, shape=(count,))
 
 
 def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | None = None,
@@ -315,9 +332,30 @@ def windows_to_batch(tokens: np.ndarray, starts: np.ndarray | Sequence[int],
     if starts.size and (starts.min() < 0 or starts.max() + block_size >= len(tokens)):
         raise LmlibError(f"window starts must be in [0, {len(tokens) - block_size - 1}] for "
                          f"{len(tokens)} tokens and block_size {block_size}")
-    # Fancy indexing reads just these windows, even from a memmap of a huge file.
-    w = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(block_size + 1)], dtype=np.int64))
+    if _owns_file_map(tokens):
+        w = _read_windows(tokens, starts, block_size + 1)
+    else:
+        w = tokens[starts[:, None] + np.arange(block_size + 1)]
+    w = torch.from_numpy(np.asarray(w, dtype=np.int64))
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+
+def _read_windows(tokens: np.memmap, starts: np.ndarray, n: int) -> np.ndarray:
+    """Read windows of a token file with plain file reads, not through its memory map.
+
+    Pages read through a map stay mapped and count as the process's memory (the
+    kernel may map up to 2 MB around each one), so a long run of random windows would
+    seem to hold most of a 1 GB file. File reads leave them in the OS's page cache,
+    which is where they belong. (nanoGPT re-opens its memmap every batch for the same
+    reason.)
+    """
+    out = np.empty((len(starts), n), dtype=tokens.dtype)
+    item = tokens.dtype.itemsize
+    with open(tokens.filename, "rb", buffering=0) as f:
+        for row, start in zip(out, starts):
+            f.seek(tokens.offset + int(start) * item)
+            f.readinto(memoryview(row).cast("B"))
+    return out
 
 
 def get_batch(tokens: np.ndarray, batch_size: int, block_size: int,

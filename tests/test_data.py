@@ -235,3 +235,32 @@ def test_iter_eval_batches_cover_the_split_in_order():
     assert eval_window_starts(105, 10, max_windows=3).tolist() == [0, 40, 90]
     with pytest.raises(LmlibError, match="need at least"):
         iter_eval_batches(np.arange(5), 4, 10)
+
+
+def test_token_file_splits_read_windows_without_mapping_the_file(tmp_path):
+    import sys
+
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefgh \n"), 4_000_000))
+    (tmp_path / "big.txt").write_text(text)
+    tf = tokenize_file(tmp_path / "big.txt", tmp_path / "big")
+    train, val = split_tokens(tf.tokens, 0.25)
+    plain = np.asarray(tf.tokens)
+    assert len(train) == 3_000_000 and np.array_equal(val[:10], plain[3_000_000:3_000_010])
+    for part, base in ((train, 0), (val, 3_000_000)):
+        starts = np.array([0, 17, len(part) - 9])
+        x, y = data.windows_to_batch(part, starts, 8)
+        expected = np.stack([plain[base + s: base + s + 9] for s in starts])
+        assert np.array_equal(x.numpy(), expected[:, :-1]) and np.array_equal(y.numpy(), expected[:, 1:])
+    view = train[1000:]  # a view of a map still works, through the map
+    x, _ = data.windows_to_batch(view, np.array([5]), 8)
+    assert np.array_equal(x.numpy()[0], plain[1005:1013])
+    if sys.platform.startswith("linux"):
+        def mapped_file_kb():
+            return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssFile"))
+
+        before = mapped_file_kb()
+        g = torch.Generator().manual_seed(0)
+        for _ in range(100):
+            get_batch(train, 32, 64, g)
+        assert mapped_file_kb() - before < 1024  # 3,200 random windows of an 8 MB file: nothing stays mapped
