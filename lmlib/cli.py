@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--data", help="text or token file (default: the data the model was trained on, if synthetic)")
     e.add_argument("--split", choices=["train", "val"], default="val")
-    e.add_argument("--val-fraction", type=float, default=0.2)
+    e.add_argument("--val-fraction", type=float, default=None,
+                   help="default: the training run's own split if --data is its data, else 0.2")
     e.add_argument("--batch-size", type=int, default=32)
 
     r = sub.add_parser("report", help="summarise a run's training_metrics.json")
@@ -147,7 +148,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise LmlibError("pass --data: the synthetic corpus settings are not stored in the checkpoint")
     else:
         raise LmlibError("pass --data with the text or token file to evaluate on")
-    train, val = D.split_tokens(np.asarray(tokens), a.val_fraction)
+    n_train = state.get("data_train_tokens", -1)
+    if a.val_fraction is None and n_train + state.get("data_val_tokens", -1) == len(tokens):
+        train, val = tokens[:n_train], tokens[n_train:]  # the same data: the run's own split
+    else:
+        train, val = D.split_tokens(np.asarray(tokens), 0.2 if a.val_fraction is None else a.val_fraction)
     split = val if a.split == "val" else train
     r = estimate_loss(model, split, a.batch_size, model.config.block_size, max_batches=None)
     print(f"{a.split}: loss {r['loss']:.4f}  perplexity {r['perplexity']:.2f}"

@@ -189,6 +189,7 @@ class Trainer:
             "tokenizer": self.data.tokenizer.to_dict(),
             "data_name": self.data.name,
             "data_train_tokens": len(self.data.train),
+            "data_val_tokens": len(self.data.val),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,

@@ -44,7 +44,7 @@ def test_train_synthetic_word_level(tmp_path):
     assert (out / "training_metrics.json").exists()
 
 
-def test_preset_brings_its_validation_split(tmp_path, play):
+def test_preset_brings_its_validation_split(tmp_path, play, capsys):
     import json
 
     from lmlib.errors import LmlibError
@@ -58,6 +58,14 @@ def test_preset_brings_its_validation_split(tmp_path, play):
     assert main(["train", str(play), "--preset", "shakespeare-char-cpu", "--val-fraction", "0.3", *flags]) == 0
     data = json.loads((out / "training_metrics.json").read_text())["config"]["data"]
     assert round(data["val_tokens"] / (data["val_tokens"] + data["train_tokens"]), 2) == 0.30
+    capsys.readouterr()
+    # evaluate finds the run's own split (30% here) without being told
+    assert main(["evaluate", str(out), "--data", str(play)]) == 0
+    implicit = capsys.readouterr().out
+    assert main(["evaluate", str(out), "--data", str(play), "--val-fraction", "0.3"]) == 0
+    assert capsys.readouterr().out == implicit
+    assert main(["evaluate", str(out), "--data", str(play), "--val-fraction", "0.1"]) == 0
+    assert capsys.readouterr().out != implicit
     with pytest.raises(LmlibError, match="load_data"):
         train(None, val_fraction=0.1)
 
