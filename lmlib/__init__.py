@@ -25,6 +25,7 @@ _EXPORTS = {
     "estimate_loss": "lmlib.evaluate", "generate": "lmlib.evaluate",
     "next_token_distribution": "lmlib.evaluate",
     "load_model": "lmlib.checkpoint", "load_metrics": "lmlib.metrics",
+    "lr_range_test": "lmlib.lr_finder", "keep_freed_memory": "lmlib.runtime",
     "LmlibError": "lmlib.errors",
 }
 
