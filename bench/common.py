@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS = Path(__file__).with_name("RESULTS.md")  # LMLIB_BENCH_RESULTS=path writes elsewhere (tests)
 HEADER = "| date | benchmark | machine | torch | command | figures |\n|---|---|---|---|---|---|\n"
 
 
@@ -49,13 +49,14 @@ def append_result(benchmark: str, figures: str) -> None:
     """Append one dated row to bench/RESULTS.md (machine, torch, command, figures)."""
     import torch
 
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nOne row per run, appended by the scripts in bench/.\n\n" + HEADER)
+    results = Path(os.environ.get("LMLIB_BENCH_RESULTS") or RESULTS)
+    if not results.exists():
+        results.write_text("# Benchmark results\n\nOne row per run, appended by the scripts in bench/.\n\n" + HEADER)
     cmd = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     row = f"| {dt.date.today()} | {benchmark} | {machine()} | {torch.__version__} | `{cmd}` | {figures} |\n"
-    with RESULTS.open("a") as f:
+    with results.open("a") as f:
         f.write(row)
-    print(f"appended to {RESULTS}")
+    print(f"appended to {results}")
 
 
 def table(rows: list[tuple], headers: tuple) -> str:
