@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
     # A few seconds on a laptop CPU: for tests and first experiments.
     "tiny": dict(block_size=32, n_layer=2, n_head=2, n_embd=32, batch_size=16, max_steps=200,
                  lr=3e-3, eval_interval=50, eval_batches=4),
-    # The synthetic corpus: about a minute on 2 CPU cores to get near its entropy.
+    # The synthetic corpus: about half a minute on 2 CPU cores to get near its entropy.
     "synthetic-cpu": dict(block_size=64, n_layer=2, n_head=4, n_embd=64, batch_size=32,
                           max_steps=1500, lr=3e-3, warmup_steps=100, eval_interval=250, eval_batches=20),
     # nanoGPT's documented CPU recipe for character-level Tiny Shakespeare, to compare with.
