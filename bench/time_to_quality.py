@@ -29,8 +29,8 @@ def run_once(data, preset: str, target: float, budget: float, eval_every: float,
     from lmlib.evaluate import estimate_loss
     from lmlib.trainer import StopTraining
 
-    state = {"train_s": 0.0, "mark": time.perf_counter(), "last_eval": 0.0, "evals": [], "reached": None,
-             "wall": None, "start": time.perf_counter()}
+    # mark: when training last resumed; start: when the run began (both set just before fit)
+    state = {"train_s": 0.0, "mark": 0.0, "last_eval": 0.0, "evals": [], "reached": None, "wall": None, "start": 0.0}
     trainer_ref = {}
 
     def evaluate_now():

@@ -219,7 +219,6 @@ def load_token_file(path: str | Path) -> TokenFile:
     return TokenFile(bin_path=bin_path, tokens=tokens, tokenizer=tokenizer, meta=meta)
 
 
-
 # --- datasets ----------------------------------------------------------------------------------
 
 @dataclass(eq=False)

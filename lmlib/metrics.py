@@ -94,7 +94,6 @@ def summarize(metrics: dict) -> dict:
         "status": metrics.get("status", "unknown"),
         "entries": len(metrics["steps"]),
         "steps": metrics["steps"][-1],
-        "epoch_index": metrics["epochs"][-1],
         "epochs": passes_completed(metrics),
         "initial_train_loss": tl[0],
         "final_train_loss": tl[-1],

@@ -135,7 +135,7 @@ def build_optimizer(
 
     `fused` (default: when every parameter is on a CPU or CUDA device) makes torch's
     AdamW update all parameters in one kernel instead of a dozen small operations per
-    tensor; the arithmetic, and so the result, is the same.
+    tensor. It is the same update, rounded in a slightly different order.
     """
     groups = param_groups(model, weight_decay)
     if fused is None:

@@ -18,6 +18,11 @@ from lmlib.errors import LmlibError
 from lmlib.model import GPTConfig
 from lmlib.trainer import Callback, TrainConfig, Trainer, TrainResult
 
+# What the Tiny Shakespeare presets share: nanoGPT's split (the last 10% validates),
+# context, optimizer settings and bias-free layers.
+_SHAKESPEARE_CHAR = dict(block_size=64, bias=False, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
+                         eval_batches=20, val_fraction=0.1)
+
 # Named recipes: model settings plus training settings (and `val_fraction`, the share
 # of the data that `lmlib train` holds out when the preset is used from the CLI).
 PRESETS: dict[str, dict] = {
@@ -28,22 +33,18 @@ PRESETS: dict[str, dict] = {
     "synthetic-cpu": dict(block_size=64, n_layer=2, n_head=4, n_embd=64, batch_size=32,
                           max_steps=1500, lr=3e-3, warmup_steps=100, eval_interval=250, eval_batches=20),
     # nanoGPT's documented CPU recipe for character-level Tiny Shakespeare, to compare with.
-    "shakespeare-char-nanogpt": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
-                                     batch_size=12, max_steps=2000, lr=1e-3, min_lr=1e-4,
-                                     warmup_steps=100, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-                                     eval_interval=250, eval_batches=20, val_fraction=0.1),
+    "shakespeare-char-nanogpt": dict(**_SHAKESPEARE_CHAR, n_layer=4, n_head=4, n_embd=128, batch_size=12,
+                                     max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
+                                     eval_interval=250),
     # Tuned for a small CPU budget (bench/time_to_quality.py): nanoGPT's validation loss
     # in a fraction of its time. With little compute, a shallow model making many
     # quick updates at a high learning rate beats a deeper one making fewer.
-    "shakespeare-char-cpu": dict(block_size=64, n_layer=1, n_head=4, n_embd=128, bias=False,
-                                 batch_size=16, max_steps=1000, lr=6e-3, min_lr=6e-4,
-                                 warmup_steps=50, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-                                 eval_interval=250, eval_batches=20, val_fraction=0.1),
+    "shakespeare-char-cpu": dict(**_SHAKESPEARE_CHAR, n_layer=1, n_head=4, n_embd=128, batch_size=16,
+                                 max_steps=1000, lr=6e-3, min_lr=6e-4, warmup_steps=50, eval_interval=250),
     # The same idea with a wider layer and four times the steps: about 100 s on 2 cores.
-    "shakespeare-char-cpu-long": dict(block_size=64, n_layer=1, n_head=6, n_embd=192, bias=False,
-                                      batch_size=16, max_steps=3900, lr=5e-3, min_lr=5e-4,
-                                      warmup_steps=50, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-                                      eval_interval=500, eval_batches=20, val_fraction=0.1),
+    "shakespeare-char-cpu-long": dict(**_SHAKESPEARE_CHAR, n_layer=1, n_head=6, n_embd=192, batch_size=16,
+                                      max_steps=3900, lr=5e-3, min_lr=5e-4, warmup_steps=50,
+                                      eval_interval=500),
 }
 DATA_KEYS = {"val_fraction"}
 
