@@ -1,7 +1,7 @@
 """Helpers for the book's chapter notebooks.
 
 This module is imported only by the notebooks (``import lmlib.notebook``),
-never by ``import lmlib``. It depends on nothing else in ``lmlib``; its heavy
+never by ``import lmlib``. It depends only on ``lmlib.stable`` in ``lmlib``; its heavy
 dependencies (matplotlib, ipywidgets, IPython, numpy, torch) are imported
 lazily inside the functions that need them.
 
@@ -27,6 +27,11 @@ What it provides:
 
 ``loss_figure(metrics)`` and ``figure_png(fig)``
     The figure ``LiveCurves`` draws, and deterministic PNG rendering.
+
+``glue(name, value, spec)``
+    myst-nb's ``glue`` for a number the prose states, rounded to the digits
+    the prose shows and refused near a rounding boundary
+    (:mod:`lmlib.stable`), so the stored output holds on every machine.
 """
 
 from __future__ import annotations
@@ -38,9 +43,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from lmlib.stable import DEFAULT_REL, rounded
+
 __all__ = [
     "LiveCurves",
     "figure_png",
+    "glue",
     "in_live_kernel",
     "live_control",
     "loss_figure",
@@ -119,6 +127,26 @@ def setup(seed: int = 0, threads: int = 2) -> None:
 
         get_ipython().run_line_magic("matplotlib", "inline")
     matplotlib.rcParams.update(MPL_DEFAULTS)
+
+
+def glue(name: str, value: Any, spec: str | None = None, *, rel: float = DEFAULT_REL, atol: float = 0.0) -> None:
+    """Glue ``value`` for the prose as ``{glue:text}`name:spec```.
+
+    A float is stored rounded to the digits ``spec`` shows (see
+    :func:`lmlib.stable.rounded`, which also refuses a value within
+    ``rel * |value| + atol`` of a rounding boundary): the stored output is
+    then the number the reader sees, and any correct machine reproduces it.
+    Integers and strings are stored as they are.
+    """
+    from myst_nb import glue as myst_glue
+
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if spec is not None:
+        value = rounded(value, spec, rel=rel, atol=atol)
+    elif isinstance(value, float):
+        raise TypeError(f"glue({name!r}): give the format the prose shows for a float, e.g. glue(name, x, '.3f')")
+    myst_glue(name, value, display=False)
 
 
 def in_live_kernel() -> bool:

@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: book/*.ipynb)")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds per cell")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="write the executed notebooks here instead of in place (e.g. to compare CPUs with tools/compare_outputs.py)",
+    )
     args = parser.parse_args(argv)
     paths = args.paths or default_paths()
     if not paths:
@@ -129,12 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"execute_notebooks: {path} FAILED (left unchanged):\n{exc}", file=sys.stderr)
             failed.append(path)
             continue
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
+        target = path
+        if args.out_dir is not None:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            target = args.out_dir / path.name
+        with open(target, "w", encoding="utf-8", newline="\n") as f:
             nbformat.write(nb, f)
-        size = path.stat().st_size
+        size = target.stat().st_size
         state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
         print(
-            f"  wrote {path} in {time.monotonic() - started:.1f}s "
+            f"  wrote {target} in {time.monotonic() - started:.1f}s "
             f"({size / 1024:.0f} KiB, {len(state)} widget models saved)",
             flush=True,
         )
