@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 FORMAT, VERSION = "lmlib-tokens", 1
 DEFAULT_CHUNK_BYTES = 8 << 20  # 8 MiB of text at a time: a char chunk becomes ~4x that as UTF-32
 DEFAULT_SYNTHETIC_TOKENS = 1_000_000
+#: Share of the tokens held out for validation when nothing else is said: the
+#: last fifth of the text (a preset may carry its own, e.g. nanoGPT's 0.1).
+DEFAULT_VAL_FRACTION = 0.2
 
 
 # --- reading text in chunks --------------------------------------------------------------------
