@@ -1,7 +1,8 @@
 """Character- and word-level tokenizers.
 
-A tokenizer is a fixed vocabulary (a sorted list of symbols, so fitting is
-deterministic) plus the rules to cut text into those symbols:
+A tokenizer is a fixed vocabulary (a list of symbols; a token's id is its
+position; fitting sorts the list, so it is deterministic) plus the rules to cut
+text into those symbols:
 
 - ``CharTokenizer`` (kind "char"): one token per Unicode character.
 - ``WordTokenizer`` (kind "word"): words and single punctuation marks, matched
@@ -110,7 +111,11 @@ class Tokenizer:
 
 
 class CharTokenizer(Tokenizer):
-    """One token per character; vocabulary sorted by code point."""
+    """One token per character.
+
+    ``fit`` sorts the vocabulary by code point; a vocabulary given in any other order
+    (``from_dict``, the constructor) is used as given: a symbol's id is its position.
+    """
 
     kind = "char"
 
@@ -123,9 +128,12 @@ class CharTokenizer(Tokenizer):
         self._lut = np.full(int(self._codes.max()) + 2, -1, dtype=np.int32)
         self._lut[self._codes] = np.arange(len(self._codes), dtype=np.int32)
         # ASCII fast path: bytes.translate maps each byte through a 256-byte table in C, several
-        # times faster than numpy indexing. Vocabularies are sorted, so ASCII ids are < 128 and fit.
+        # times faster than numpy indexing. It needs every ASCII character's id to fit in a byte:
+        # true for fitted vocabularies (sorted, so ASCII ids are < 128), but a vocabulary loaded in
+        # another order may put them anywhere; then encode_array takes the general path.
         self._ascii_known = bytes(c for c in range(128) if chr(c) in self.stoi)
-        self._ascii_table = bytes(self.stoi.get(chr(c), 0) if c < 128 else 0 for c in range(256))
+        ascii_ids = [self.stoi.get(chr(c), 0) for c in range(128)]
+        self._ascii_table = bytes(ascii_ids + [0] * 128) if max(ascii_ids) < 256 else None
 
     @classmethod
     def fit(cls, text: str) -> CharTokenizer:
@@ -147,7 +155,7 @@ class CharTokenizer(Tokenizer):
         return cls([chr(c) for c in np.flatnonzero(seen)])
 
     def encode_array(self, text: str) -> np.ndarray:
-        if text.isascii():  # O(1) in CPython
+        if self._ascii_table is not None and text.isascii():  # isascii() is O(1) in CPython
             raw = text.encode("ascii")
             if not raw.translate(None, self._ascii_known):  # every byte is in the vocabulary
                 return np.frombuffer(raw.translate(self._ascii_table), dtype=np.uint8).astype(np.int32)

@@ -130,3 +130,23 @@ def test_bad_tokenizer_files(tmp_path):
     with pytest.raises(LmlibError, match="expected a char tokenizer"):
         CharTokenizer.from_dict(WordTokenizer.fit("a b").to_dict())
     assert tokenizer_class("word") is WordTokenizer
+
+
+@pytest.mark.parametrize("n_before", [0, 2, 300])
+def test_char_unsorted_vocabulary_encodes_and_decodes_by_position(n_before):
+    # A vocabulary need not be sorted (a saved file, a hand-made list): ids are positions.
+    # With more than 256 symbols ahead of the ASCII ones, their ids no longer fit the byte table.
+    vocab = [chr(0x4E00 + i) for i in range(n_before)] + ["z", "b", "\n", "a", "é", " "]
+    tok = tokenizer_from_dict({"kind": "char", "vocab": vocab})
+    assert tok.encode("ab z\n") == [n_before + 3, n_before + 1, n_before + 5, n_before, n_before + 2]
+    for text in ("ab z\n", "é a", vocab[0] + "ba" if n_before else "ba"):
+        ids = tok.encode_array(text)
+        assert [vocab[i] for i in ids] == list(text)
+        assert tok.decode(ids) == text
+    with pytest.raises(UnknownSymbolError, match="unknown character 'q' at position 1"):
+        tok.encode("aq")
+    assert load_tokenizer_round_trip(tok) == tok
+
+
+def load_tokenizer_round_trip(tok):
+    return tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
