@@ -38,15 +38,18 @@ def estimate_loss(
     batch_size: int,
     block_size: int,
     max_batches: int | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     autocast=None,
 ) -> dict:
     """Mean loss, perplexity and next-token accuracy over non-overlapping windows.
 
     With `max_batches=None` every window of the split is used (the "whole split"
     number); otherwise the first `max_batches` batches of an evenly spread,
-    deterministic set, so successive validations are comparable.
+    deterministic set, so successive validations are comparable. The batches go to
+    `device`, by default the one the model's weights are on.
     """
+    if device is None:
+        device = next(model.parameters()).device
     total_loss, correct, count = 0.0, 0, 0
     with eval_mode(model):
         for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches):
@@ -104,15 +107,18 @@ def generate(
 
     temperature < 1 sharpens the distribution (safer, more repetitive), > 1 flattens
     it; top_k keeps only the k likeliest tokens at each step; temperature 0 is greedy.
+
+    With a `seed`, the text is the same on every call and torch's global random state
+    is left as it was (the draws come from a generator of their own). With `seed=None`,
+    each call draws from torch's global random generator: a fresh sample every time,
+    reproducible as a whole with `torch.manual_seed`.
     """
     if temperature < 0:
         raise LmlibError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k <= 0:
         raise LmlibError(f"top_k must be positive, got {top_k}")
     device = next(model.parameters()).device
-    gen = torch.Generator(device="cpu")
-    if seed is not None:
-        gen.manual_seed(seed)
+    gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
     ids = list(prompt) if not isinstance(prompt, str) else tokenizer.encode(prompt)
     if not ids:
         raise LmlibError("the prompt is empty: give at least one token")
