@@ -8,59 +8,23 @@ someone sent you can never run their code.
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from lmlib.errors import LmlibError
+from lmlib.fsutil import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 
 FORMAT = "lmlib-checkpoint"
 VERSION = 1
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`.
-
-    The rename is atomic, so a reader (or a run killed half-way) sees either the
-    old file or the new one, never a truncated mix.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, allow_nan=False, separators=(",", ":")).encode())
-
-
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomically save a checkpoint dict (see the Trainer for its keys)."""
+    """Save a checkpoint dict (see the Trainer for its keys) atomically and durably (`lmlib.fsutil`)."""
     state = {"format": FORMAT, "version": VERSION, **state}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -1,10 +1,11 @@
-"""Token files, train/validation splits and batches.
+"""Datasets, train/validation splits and batches.
 
-A text file is tokenized once into ``<out>.bin`` (raw uint16 or uint32 token
-ids) plus a JSON sidecar ``<out>.json`` that records the tokenizer and where the
-tokens came from. Training opens the ``.bin`` with ``np.memmap``, so a corpus
-larger than RAM works: only the windows in a batch are ever read (with plain file
-reads, so that a run's memory does not grow with the file; see `_read_windows`).
+A dataset (`TokenData`) is a tokenizer plus two token arrays, train and
+validation: in memory, or slices of a token file (`lmlib.tokenfile`), opened with
+``np.memmap`` so that a corpus larger than RAM works: only the windows in a batch
+are ever read (with plain file reads, so that a run's memory does not grow with
+the file; see `_read_windows`). The synthetic dataset is built in
+`lmlib.synthetic` (`synthetic_data`), on top of this module.
 
 Batches are windows of ``block_size + 1`` consecutive tokens: x is the first
 ``block_size`` of them and y the same shifted by one (y[t] is the token after x[t]).
@@ -12,11 +13,7 @@ Batches are windows of ``block_size + 1`` consecutive tokens: x is the first
 
 from __future__ import annotations
 
-import hashlib
-import json
 import mmap
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,201 +22,38 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lmlib.download import default_cache_dir
-from lmlib.errors import LmlibError, UnknownSymbolError
-from lmlib.synthetic import SyntheticCorpus
-from lmlib.tokenizers import Tokenizer, tokenizer_class, tokenizer_from_dict
+from lmlib.errors import LmlibError
+from lmlib.fsutil import sha256_file
+from lmlib.tokenfile import (  # noqa: F401  (the token file format lived here: re-exported)
+    DEFAULT_CHUNK_BYTES,
+    FORMAT,
+    VERSION,
+    TokenFile,
+    _check_source,
+    _paths,
+    load_token_file,
+    tokenize_file,
+)
+from lmlib.tokenizers import Tokenizer, tokenizer_class
 
 if TYPE_CHECKING:
     import torch
 
-FORMAT, VERSION = "lmlib-tokens", 1
-DEFAULT_CHUNK_BYTES = 8 << 20  # 8 MiB of text at a time: a char chunk becomes ~4x that as UTF-32
-DEFAULT_SYNTHETIC_TOKENS = 1_000_000
+    from lmlib.synthetic import SyntheticCorpus
+
 #: Share of the tokens held out for validation when nothing else is said: the
 #: last fifth of the text (a preset may carry its own, e.g. nanoGPT's 0.1).
 DEFAULT_VAL_FRACTION = 0.2
 
 
-# --- reading text in chunks --------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # The synthetic dataset is built in lmlib.synthetic, which imports this module;
+    # its old home still answers, without importing it at import time (no cycle).
+    if name in ("synthetic_data", "DEFAULT_SYNTHETIC_TOKENS"):
+        from lmlib import synthetic
 
-def _check_source(path: str | Path) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise LmlibError(f"text file {p} does not exist; check the path")
-    if not p.is_file():
-        raise LmlibError(f"{p} is not a file; give the path of a UTF-8 text file")
-    if p.stat().st_size == 0:
-        raise LmlibError(f"text file {p} is empty; give a file with some text")
-    return p
-
-
-def _utf8_cut(buf: bytes) -> int:
-    """Length of the longest prefix of buf that does not end inside a UTF-8 sequence."""
-    for back in range(1, min(4, len(buf)) + 1):
-        b = buf[-back]
-        if b < 0x80:  # ASCII byte: nothing is pending after it
-            return len(buf)
-        if b >= 0xC0:  # lead byte of a sequence of `need` bytes
-            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
-            return len(buf) - back if back < need else len(buf)
-    return len(buf)  # only continuation bytes: invalid, let the decoder report it
-
-
-def _iter_text(path: Path, chunk_bytes: int, whole_words: bool, hasher: Any = None) -> Iterator[tuple[str, int]]:
-    """Yield (text, character offset) chunks of a UTF-8 file, checking it as we go.
-
-    A chunk never ends inside a UTF-8 sequence and, with whole_words, never
-    inside a word (it ends just after whitespace), so tokens never straddle chunks.
-    """
-    carry_bytes, carry_text = b"", ""
-    byte_pos = char_pos = 0  # byte offset of carry_bytes, characters yielded so far
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk_bytes)
-            eof = not data
-            if hasher is not None:
-                hasher.update(data)
-            nul = data.find(b"\x00")
-            if nul >= 0:
-                raise LmlibError(f"{path} has a NUL byte at byte offset {byte_pos + len(carry_bytes) + nul}; "
-                                 "it looks like a binary file, give a UTF-8 text file")
-            buf = carry_bytes + data
-            cut = len(buf) if eof else _utf8_cut(buf)
-            try:
-                text = carry_text + buf[:cut].decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise LmlibError(f"{path} is not valid UTF-8 at byte offset {byte_pos + e.start}; "
-                                 "re-save it as UTF-8") from None
-            byte_pos, carry_bytes = byte_pos + cut, buf[cut:]
-            k = len(text)
-            if whole_words and not eof:
-                while k > 0 and not text[k - 1].isspace():  # back up over the last, maybe partial, word
-                    k -= 1
-            carry_text = text[k:]
-            if k:
-                yield text[:k], char_pos
-                char_pos += k
-            if eof:
-                return
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-# --- token files -------------------------------------------------------------------------------
-
-def _paths(base: str | Path) -> tuple[Path, Path]:
-    s = str(base)
-    if s.endswith((".bin", ".json")):
-        s = s.rsplit(".", 1)[0]
-    return Path(s + ".bin"), Path(s + ".json")
-
-
-def _tmp_path(final: Path) -> Path:
-    # In the same directory, so os.replace is an atomic rename.
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
-@dataclass(eq=False)
-class TokenFile:
-    """A tokenized file: read-only memmap of token ids plus its sidecar metadata."""
-
-    bin_path: Path
-    tokens: np.ndarray
-    tokenizer: Tokenizer
-    meta: dict[str, Any]
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.tokens)
-
-
-def tokenize_file(text_path: str | Path, out_path: str | Path | None = None, kind: str | None = None,
-                  tokenizer: Tokenizer | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> TokenFile:
-    """Tokenize a UTF-8 text file of any size into ``<out>.bin`` + ``<out>.json``.
-
-    kind: "char" (default) or "word"; it is fitted on the file in a first pass
-    unless ``tokenizer`` is given. out_path defaults to ``<text dir>/<stem>.<kind>``.
-    Both files are written to temporary names and renamed at the end, so an
-    interrupted run never leaves a half-written token file.
-    """
-    src = _check_source(text_path)
-    if tokenizer is not None and kind not in (None, tokenizer.kind):
-        raise LmlibError(f"kind={kind!r} does not match the given {tokenizer.kind} tokenizer; drop one of them")
-    kind = tokenizer.kind if tokenizer is not None else (kind or "char")
-    cls = tokenizer_class(kind)
-    if chunk_bytes < 16:
-        raise LmlibError(f"chunk_bytes must be at least 16, got {chunk_bytes}")
-    whole_words = kind == "word"
-    if tokenizer is None:  # first pass: collect the vocabulary chunk by chunk
-        tokenizer = cls.fit_chunks(text for text, _ in _iter_text(src, chunk_bytes, whole_words))
-    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
-    bin_path, json_path = _paths(out_path if out_path is not None else src.with_name(f"{src.stem}.{kind}"))
-    bin_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_bin, tmp_json = _tmp_path(bin_path), _tmp_path(json_path)
-    hasher, n_tokens = hashlib.sha256(), 0
-    try:
-        with open(tmp_bin, "wb") as f:  # second pass: encode chunk by chunk
-            for text, char_pos in _iter_text(src, chunk_bytes, whole_words, hasher):
-                try:
-                    ids = tokenizer.encode_array(text)
-                except UnknownSymbolError as e:
-                    what = "character" if kind == "char" else "word"
-                    raise UnknownSymbolError(
-                        f"{src}: unknown {what} {e.symbol!r} at character {char_pos + e.position}; it is not in "
-                        f"the tokenizer's vocabulary of {tokenizer.vocab_size} symbols (use a tokenizer fitted "
-                        "on this file)", symbol=e.symbol, position=char_pos + e.position) from None
-                ids.astype(dtype).tofile(f)
-                n_tokens += len(ids)
-        if n_tokens == 0:
-            raise LmlibError(f"{src} produced no tokens; give a file with some text")
-        meta = {"format": FORMAT, "version": VERSION, "dtype": dtype.name, "n_tokens": n_tokens,
-                "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.to_dict(), "source": src.name,
-                "source_bytes": src.stat().st_size, "source_sha256": hasher.hexdigest()}
-        tmp_json.write_text(json.dumps(meta, ensure_ascii=False) + "\n", encoding="utf-8")
-        json_path.unlink(missing_ok=True)  # a crash between the two renames then leaves no stale sidecar
-        os.replace(tmp_bin, bin_path)
-        os.replace(tmp_json, json_path)
-    finally:
-        tmp_bin.unlink(missing_ok=True)
-        tmp_json.unlink(missing_ok=True)
-    return load_token_file(bin_path)
-
-
-def load_token_file(path: str | Path) -> TokenFile:
-    """Open a token file (``<out>``, ``<out>.bin`` or ``<out>.json``) as a read-only memmap."""
-    bin_path, json_path = _paths(path)
-    fix = "re-run tokenize on the text file"
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LmlibError(f"token file sidecar {json_path} does not exist; {fix}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LmlibError(f"corrupt token file sidecar {json_path} (not JSON); {fix}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise LmlibError(f"{json_path} is not an lmlib token file sidecar; {fix}")
-    if meta.get("version") != VERSION:
-        raise LmlibError(f"{json_path} has token file version {meta.get('version')!r}, expected {VERSION}; {fix}")
-    n, dtype = meta.get("n_tokens"), meta.get("dtype")
-    if dtype not in ("uint16", "uint32") or not isinstance(n, int) or n < 1:
-        raise LmlibError(f"corrupt token file sidecar {json_path} (bad dtype or n_tokens); {fix}")
-    try:
-        tokenizer = tokenizer_from_dict(meta.get("tokenizer"))
-    except LmlibError as e:
-        raise LmlibError(f"corrupt token file sidecar {json_path} ({e}); {fix}") from None
-    size = bin_path.stat().st_size if bin_path.exists() else -1
-    if size != n * np.dtype(dtype).itemsize:
-        raise LmlibError(f"corrupt token file {bin_path}: expected {n} {dtype} tokens "
-                         f"({n * np.dtype(dtype).itemsize} bytes), found {max(size, 0)} bytes; {fix}")
-    tokens = np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
-    return TokenFile(bin_path=bin_path, tokens=tokens, tokenizer=tokenizer, meta=meta)
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -240,7 +74,7 @@ class TokenData:
         return self.tokenizer.vocab_size
 
 
-def split_tokens(tokens: np.ndarray, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def split_tokens(tokens: np.ndarray, val_fraction: float = DEFAULT_VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Contiguous split: the first (1 - val_fraction) of the tokens train, the rest validate."""
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise LmlibError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
@@ -263,7 +97,7 @@ def _map_part(tokens: np.memmap, start: int, count: int) -> np.ndarray:
 
 
 def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | None = None,
-                 val_fraction: float = 0.2) -> TokenData:
+                 val_fraction: float = DEFAULT_VAL_FRACTION) -> TokenData:
     """Tokenize a text file once (cached) and split it into train/val.
 
     The token file lives in ``cache_dir`` (default ``<lmlib cache>/tokens``) as
@@ -271,7 +105,7 @@ def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | N
     """
     src = _check_source(path)
     tokenizer_class(kind)  # fail early on a bad kind
-    sha = _sha256_file(src)
+    sha = sha256_file(src)
     base = Path(cache_dir if cache_dir is not None else default_cache_dir() / "tokens") / f"{src.stem}-{sha[:16]}-{kind}"
     tf = None
     if _paths(base)[1].exists():
@@ -286,32 +120,6 @@ def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | N
     train, val = split_tokens(tf.tokens, val_fraction)
     meta = {**tf.meta, "token_file": str(tf.bin_path), "val_fraction": val_fraction}
     return TokenData(train=train, val=val, tokenizer=tf.tokenizer, name=src.stem, meta=meta)
-
-
-def synthetic_data(n_tokens: int | None = None, n_sentences: int | None = None, seed: int = 0,
-                   val_fraction: float = 0.2, holdout: Sequence[str] = (),
-                   corpus: SyntheticCorpus | None = None) -> TokenData:
-    """Sample the synthetic corpus (lmlib.synthetic) and split it into train/val.
-
-    Give n_tokens or n_sentences (default: 1,000,000 tokens). The validation
-    split is the contiguous tail of the same i.i.d. stream. Held-out sentences
-    are removed from the distribution itself, so they appear in neither split.
-    """
-    if corpus is None:
-        corpus = SyntheticCorpus(holdout)
-    elif holdout:
-        raise LmlibError("pass holdout to SyntheticCorpus or to synthetic_data, not both")
-    if n_tokens is not None and n_sentences is not None:
-        raise LmlibError("give n_tokens or n_sentences, not both")
-    if n_sentences is not None:
-        tokens = corpus.sample_sentence_tokens(n_sentences, seed)
-    else:
-        tokens = corpus.sample_tokens(DEFAULT_SYNTHETIC_TOKENS if n_tokens is None else n_tokens, seed)
-    train, val = split_tokens(tokens, val_fraction)
-    meta = {"source": "synthetic", "seed": seed, "n_tokens": len(tokens), "val_fraction": val_fraction,
-            "holdout": list(corpus.holdout), "entropy_per_token": corpus.entropy_per_token()}
-    return TokenData(train=train, val=val, tokenizer=corpus.tokenizer(), name="synthetic", meta=meta,
-                     corpus=corpus)
 
 
 # --- batches -----------------------------------------------------------------------------------

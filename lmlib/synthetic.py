@@ -13,6 +13,9 @@ quantity below is computed exactly rather than estimated:
 - ``optimal_loss`` / ``expected_optimal_loss``: the best loss reachable when a
   model only sees ``block_size`` tokens of context.
 
+``synthetic_data(...)`` samples the corpus into a train/validation dataset
+(`lmlib.data.TokenData`): this module builds on the data layer, never the reverse.
+
 Sentence shapes (see ``SHAPES``): greetings ("hello world ."), a compositional
 "the {animal} sat on the {place} ." (so a held-out combination such as
 "the dog sat on the rug ." can be predicted from the others), subject-verb
@@ -32,8 +35,11 @@ from types import MappingProxyType
 
 import numpy as np
 
+from lmlib.data import DEFAULT_VAL_FRACTION, TokenData, eval_window_starts, split_tokens
 from lmlib.errors import LmlibError
 from lmlib.tokenizers import WordTokenizer, split_words
+
+DEFAULT_SYNTHETIC_TOKENS = 1_000_000
 
 # (probability, template). {name} is a slot filled from FILLERS; probabilities sum to 1.
 SHAPES: tuple[tuple[float, str], ...] = (
@@ -283,8 +289,6 @@ class SyntheticCorpus:
         distribution; the average over windows is a sample estimate of
         ``expected_optimal_loss(block_size)``. tokens must come from this corpus.
         """
-        from lmlib.data import eval_window_starts  # lazy: lmlib.data imports this module
-
         dot = self.vocab.index(".")
         table = self._context_table()
         nll_cache: dict[tuple, dict[int, float]] = {}
@@ -356,3 +360,29 @@ def _count(n: int, name: str) -> int:
 def default_corpus() -> SyntheticCorpus:
     """The book's default corpus: the full grammar, nothing held out."""
     return SyntheticCorpus()
+
+
+def synthetic_data(n_tokens: int | None = None, n_sentences: int | None = None, seed: int = 0,
+                   val_fraction: float = DEFAULT_VAL_FRACTION, holdout: Sequence[str] = (),
+                   corpus: SyntheticCorpus | None = None) -> TokenData:
+    """Sample the synthetic corpus and split it into train/val: the book's synthetic dataset.
+
+    Give n_tokens or n_sentences (default: 1,000,000 tokens). The validation
+    split is the contiguous tail of the same i.i.d. stream. Held-out sentences
+    are removed from the distribution itself, so they appear in neither split.
+    """
+    if corpus is None:
+        corpus = SyntheticCorpus(holdout)
+    elif holdout:
+        raise LmlibError("pass holdout to SyntheticCorpus or to synthetic_data, not both")
+    if n_tokens is not None and n_sentences is not None:
+        raise LmlibError("give n_tokens or n_sentences, not both")
+    if n_sentences is not None:
+        tokens = corpus.sample_sentence_tokens(n_sentences, seed)
+    else:
+        tokens = corpus.sample_tokens(DEFAULT_SYNTHETIC_TOKENS if n_tokens is None else n_tokens, seed)
+    train, val = split_tokens(tokens, val_fraction)
+    meta = {"source": "synthetic", "seed": seed, "n_tokens": len(tokens), "val_fraction": val_fraction,
+            "holdout": list(corpus.holdout), "entropy_per_token": corpus.entropy_per_token()}
+    return TokenData(train=train, val=val, tokenizer=corpus.tokenizer(), name="synthetic", meta=meta,
+                     corpus=corpus)

@@ -264,3 +264,33 @@ def test_token_file_splits_read_windows_without_mapping_the_file(tmp_path):
         for _ in range(100):
             get_batch(train, 32, 64, g)
         assert mapped_file_kb() - before < 1024  # 3,200 random windows of an 8 MB file: nothing stays mapped
+
+
+def test_data_layer_does_not_import_the_synthetic_dataset():
+    # lmlib.synthetic builds on lmlib.data, never the reverse (no import cycle).
+    import subprocess
+    import sys
+
+    code = ("import sys, lmlib.data as d; assert 'lmlib.synthetic' not in sys.modules, 'cycle';"
+            " import lmlib.synthetic as s; assert d.synthetic_data is s.synthetic_data;"
+            " from lmlib.data import DEFAULT_SYNTHETIC_TOKENS, synthetic_data")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(AttributeError):
+        data.no_such_name  # noqa: B018
+
+
+def test_token_file_format_lives_in_tokenfile_and_data_reexports_it():
+    import lmlib.tokenfile as tokenfile
+
+    for name in ("tokenize_file", "load_token_file", "TokenFile", "FORMAT", "VERSION", "DEFAULT_CHUNK_BYTES"):
+        assert getattr(data, name) is getattr(tokenfile, name)
+
+
+def test_a_failed_retokenization_keeps_the_old_token_file(text_file, tmp_path):
+    old = tokenize_file(text_file, tmp_path / "t")
+    before = (old.bin_path.read_bytes(), old.bin_path.with_suffix(".json").read_bytes())
+    with pytest.raises(UnknownSymbolError):
+        tokenize_file(text_file, tmp_path / "t", tokenizer=CharTokenizer.fit("abc"))
+    after = (old.bin_path.read_bytes(), old.bin_path.with_suffix(".json").read_bytes())
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["play.txt", "t.bin", "t.json"]
