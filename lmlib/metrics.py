@@ -14,7 +14,13 @@ The file holds parallel lists, one entry per logging step:
     elapsed        seconds since the run started (not counting previous sessions)
 
 plus `config` (model, training and data settings), `status` and `best`.
-Everything here is plain Python: no torch, no matplotlib.
+
+The file is always strict JSON: `write_metrics` stores a non-finite number (the NaN
+or infinite loss of a diverged run) as null, exactly like a value that was not
+measured, so every JSON reader can open it; `status` ("diverged") says what happened.
+
+Everything here is plain Python: no torch, no matplotlib (`lmlib report` and
+`lmlib plot` start in a fraction of a second).
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmlib.checkpoint import atomic_write_json
 from lmlib.errors import LmlibError
+from lmlib.fsutil import atomic_write_json
 
 FILENAME = "training_metrics.json"
 SERIES = (
@@ -43,8 +49,23 @@ def new_metrics(config: dict) -> dict:
 
 
 def write_metrics(path: str | Path, metrics: dict) -> None:
-    """Rewrite the file atomically: a reader never sees half a file."""
-    atomic_write_json(path, metrics)
+    """Rewrite the file atomically and durably: a reader never sees half a file.
+
+    NaN and infinity, which JSON cannot hold, are written as null (``metrics``
+    itself is left as it is).
+    """
+    atomic_write_json(path, finite_or_none(metrics))
+
+
+def finite_or_none(value):
+    """A copy of ``value`` (nested dicts, lists, tuples) with every NaN or infinite float made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def load_metrics(path: str | Path) -> dict:

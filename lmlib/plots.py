@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lmlib.checkpoint import atomic_write_bytes
+from lmlib.fsutil import atomic_write_bytes
 from lmlib.metrics import epoch_means, load_metrics, validation_points
 
 CURVE = "training_curve.png"

@@ -1,9 +1,20 @@
 import json
+import math
 
 import pytest
 
 from lmlib.errors import LmlibError
-from lmlib.metrics import check_run, diagnose, epoch_means, format_report, load_metrics, summarize
+from lmlib.metrics import (
+    FILENAME,
+    check_run,
+    diagnose,
+    epoch_means,
+    format_report,
+    load_metrics,
+    new_metrics,
+    summarize,
+    write_metrics,
+)
 from lmlib.plots import write_plots
 
 
@@ -54,3 +65,34 @@ def test_bad_metrics_files(tmp_path):
     (tmp_path / "training_metrics.json").write_text(json.dumps({"steps": [1], "train_loss": []}))
     with pytest.raises(LmlibError, match="lacks"):
         load_metrics(tmp_path)
+
+
+def test_report_and_plot_modules_do_not_import_torch():
+    # `lmlib report` and `lmlib plot` read a JSON file: no reason to spend 1.5 s importing torch.
+    import subprocess
+    import sys
+
+    code = "import sys, lmlib.metrics, lmlib.plots; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _strict_json(text):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_still_writes_valid_json(tmp_path):
+    m = new_metrics({"train": {}})
+    m.update(status="diverged", steps=[1, 2], epochs=[0, 0], train_loss=[2.0, float("nan")],
+             val_loss=[float("inf"), float("-inf")], learning_rate=[1e-3, 1e-3], best={"val_loss": float("nan")})
+    path = tmp_path / FILENAME
+    write_metrics(path, m)
+    stored = _strict_json(path.read_text())
+    assert stored["train_loss"] == [2.0, None] and stored["val_loss"] == [None, None]
+    assert stored["best"] == {"val_loss": None} and stored["status"] == "diverged"
+    assert math.isnan(m["train_loss"][1]) and m["val_loss"][0] == float("inf")  # the caller's dict is untouched
+    loaded = load_metrics(tmp_path)
+    assert any(w.startswith("diverged") for w in diagnose(loaded)) and "status               diverged" in format_report(loaded)
