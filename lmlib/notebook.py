@@ -1,7 +1,8 @@
 """Helpers for the book's chapter notebooks.
 
 This module is imported only by the notebooks (``import lmlib.notebook``),
-never by ``import lmlib``. It depends only on ``lmlib.stable`` in ``lmlib``; its heavy
+never by ``import lmlib``. It holds only the Jupyter side (setup, glue, live
+controls, slider galleries); figures come from :mod:`lmlib.plots`. Its heavy
 dependencies (matplotlib, ipywidgets, IPython, numpy, torch) are imported
 lazily inside the functions that need them.
 
@@ -26,7 +27,8 @@ What it provides:
     ``run(value, callback)``, in a live kernel.
 
 ``loss_figure(metrics)`` and ``figure_png(fig)``
-    The figure ``LiveCurves`` draws, and deterministic PNG rendering.
+    The figure ``LiveCurves`` draws, and deterministic PNG rendering; both live
+    in :mod:`lmlib.plots` with lmlib's other figures, and are re-exported here.
 
 ``glue(name, value, spec)``
     myst-nb's ``glue`` for a number the prose states, rounded to the digits
@@ -36,13 +38,13 @@ What it provides:
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from lmlib.plots import figure_png, loss_figure  # the chapters import both from here
 from lmlib.stable import DEFAULT_REL, rounded
 
 __all__ = [
@@ -159,22 +161,6 @@ def in_live_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def figure_png(fig: Any, dpi: int | None = None) -> bytes:
-    """Render a matplotlib figure to PNG bytes, deterministically.
-
-    The PNG carries no "Software" metadata, so the bytes depend only on the
-    figure (and the matplotlib/freetype versions that drew it).
-    """
-    buf = io.BytesIO()
-    fig.savefig(
-        buf,
-        format="png",
-        dpi=dpi if dpi is not None else fig.dpi,
-        metadata={"Software": None},
-    )
-    return buf.getvalue()
-
-
 def _close(fig: Any) -> None:
     import matplotlib.pyplot as plt
 
@@ -265,57 +251,6 @@ def slider_gallery(
     gallery.link = link
     gallery.values = values
     return gallery
-
-
-def _series(metrics: Mapping[str, Sequence[Any]], key: str) -> tuple[list[Any], list[float]]:
-    steps = list(metrics.get("steps", []))
-    ys = list(metrics.get(key, []) or [])
-    pairs = [(s, y) for s, y in zip(steps, ys) if y is not None]
-    return [s for s, _ in pairs], [float(y) for _, y in pairs]
-
-
-def loss_figure(
-    metrics: Mapping[str, Sequence[Any]],
-    title: str | None = None,
-    log_y: bool = False,
-) -> Any:
-    """Loss curves (and the learning rate, when logged) from a metrics dict.
-
-    ``metrics`` has parallel lists ``steps``, ``train_loss``, ``val_loss``
-    (``None`` where not evaluated) and optionally ``learning_rate``, as passed
-    by the trainer to its callbacks. Returns a new matplotlib Figure (not
-    displayed; close it or return it from a cell).
-    """
-    from matplotlib.figure import Figure
-
-    has_lr = any(v is not None for v in metrics.get("learning_rate", []) or [])
-    fig = Figure(figsize=(6.4, 4.4 if has_lr else 3.6), dpi=100, layout="constrained")
-    if has_lr:
-        ax, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    else:
-        ax, ax_lr = fig.subplots(), None
-    for key, label, style in (
-        ("train_loss", "train loss", {"color": "C0", "lw": 1.2}),
-        ("val_loss", "validation loss", {"color": "C1", "lw": 1.8, "marker": "o", "ms": 3}),
-    ):
-        xs, ys = _series(metrics, key)
-        if xs:
-            ax.plot(xs, ys, label=label, **style)
-    ax.set_ylabel("loss (nats per token)")
-    if log_y:
-        ax.set_yscale("log")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right")
-    if title:
-        ax.set_title(title)
-    if ax_lr is not None:
-        xs, ys = _series(metrics, "learning_rate")
-        ax_lr.plot(xs, ys, color="C2", lw=1.2)
-        ax_lr.set_ylabel("learning rate")
-        ax_lr.set_xlabel("step")
-    else:
-        ax.set_xlabel("step")
-    return fig
 
 
 class LiveCurves:

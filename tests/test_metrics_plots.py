@@ -56,6 +56,18 @@ def test_plots_redrawn_from_json_alone(tmp_path):
     assert curve.read_bytes() == first  # deterministic: same metrics, same bytes
 
 
+def test_plot_pngs_are_the_figures_rendered_at_100_dpi(tmp_path):
+    from lmlib.plots import figure_png, loss_by_epoch_figure, training_curve_figure
+
+    m = fake_metrics()
+    m["learning_rate"][0] = 0.0  # not drawn on the log scale
+    curve, by_epoch = write_plots(tmp_path, m)
+    assert curve.read_bytes() == figure_png(training_curve_figure(m), dpi=100)
+    assert by_epoch.read_bytes() == figure_png(loss_by_epoch_figure(m), dpi=100)
+    lr_line = training_curve_figure(m).axes[1].get_lines()[0]
+    assert list(lr_line.get_xdata()) == m["steps"][1:]
+
+
 def test_bad_metrics_files(tmp_path):
     with pytest.raises(LmlibError, match="no metrics file"):
         load_metrics(tmp_path)

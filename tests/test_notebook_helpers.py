@@ -129,6 +129,20 @@ def test_loss_figure_skips_missing_validation_points():
     assert len(nb.loss_figure(no_lr).axes) == 1
 
 
+def test_figures_live_in_plots_and_notebook_reexports_them():
+    # One home for every figure: the chapters' `from lmlib.notebook import loss_figure` still works.
+    import subprocess
+    import sys
+
+    import lmlib.plots as plots
+
+    assert nb.loss_figure is plots.loss_figure and nb.figure_png is plots.figure_png
+    assert all(name not in vars(nb) for name in ("_series", "_png", "training_curve_figure"))
+    code = "import sys, lmlib.notebook; assert not {'matplotlib', 'torch'} & set(sys.modules), 'heavy import'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_live_curves_is_harmless_outside_a_kernel():
     curves = nb.LiveCurves()
     assert curves.live is False and curves.output is None
