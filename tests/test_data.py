@@ -294,3 +294,24 @@ def test_a_failed_retokenization_keeps_the_old_token_file(text_file, tmp_path):
         tokenize_file(text_file, tmp_path / "t", tokenizer=CharTokenizer.fit("abc"))
     after = (old.bin_path.read_bytes(), old.bin_path.with_suffix(".json").read_bytes())
     assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["play.txt", "t.bin", "t.json"]
+
+
+def test_the_default_validation_fraction_is_written_once():
+    # Every val_fraction default in these modules is DEFAULT_VAL_FRACTION, never a literal.
+    import ast
+    import inspect
+
+    import lmlib.synthetic
+    import lmlib.tokenfile
+
+    for module in (data, lmlib.synthetic, lmlib.tokenfile):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.posonlyargs + node.args.args
+                pairs = list(zip(args[len(args) - len(node.args.defaults):], node.args.defaults))
+                pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+                for arg, default in pairs:
+                    if arg.arg == "val_fraction":
+                        assert ast.unparse(default) == "DEFAULT_VAL_FRACTION", (module.__name__, node.name)
+    assert inspect.signature(lmlib.synthetic.synthetic_data).parameters["val_fraction"].default == 0.2
+    assert data.DEFAULT_VAL_FRACTION == 0.2
