@@ -118,3 +118,11 @@ def test_every_writer_fsyncs_its_files_and_their_folder(tmp_path, fsyncs, write)
     assert fsyncs.count("file") == fsyncs.count("dir")  # each file put in place, then its folder
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_old_import_paths_still_answer():
+    import lmlib.checkpoint
+    import lmlib.fsutil
+
+    assert lmlib.checkpoint.atomic_write_bytes is lmlib.fsutil.atomic_write_bytes
+    assert lmlib.checkpoint.atomic_write_json is lmlib.fsutil.atomic_write_json
