@@ -1,13 +1,20 @@
 """The `lmlib` command: train, generate, evaluate, report, plot, tokenize.
 
 Every TrainConfig and GPTConfig field is a flag (`--max-steps`, `--n-embd`, ...),
-generated from the dataclasses so the CLI can never drift from the library.
+generated from the dataclasses so the CLI can never drift from the library; a
+field's help is the comment next to it in the dataclass.
 Bad input exits with code 2 and one line saying what to fix.
+
+`lmlib report` and `lmlib plot` read only the metrics file: they do not import
+torch, so they answer quickly (torch-dependent modules are imported inside the
+commands that need them, and only the parsed command's flags are built).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -15,22 +22,84 @@ from pathlib import Path
 from lmlib.errors import LmlibError
 
 _TYPES = {"int": int, "float": float, "str": str}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# Dataclass fields whose values form a closed set: their flags take as `choices` the
+# tuple of that name in the dataclass's module (where the library checks them too).
+_FIELD_CHOICES = {"schedule": "SCHEDULES", "optimizer": "OPTIMIZERS", "dtype": "DTYPES"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (like lmlib's own), exit code 2."""
+
+    subcommands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _device_name(name: str) -> str:
+    """argparse type of --device: auto, cpu, cuda, cuda:N or mps."""
+    if name in DEVICES or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise argparse.ArgumentTypeError(f"unknown device {name!r}: choose auto, cpu, cuda (or cuda:N) or mps")
+
+
+def resolve_device(name: str = "auto"):
+    """The torch device for a --device name; LmlibError if that device is not available here."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LmlibError(f"device {name} requested but no CUDA GPU is available; use --device cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise LmlibError(f"device {name} requested but there are {torch.cuda.device_count()} CUDA GPUs "
+                             "(cuda:0 is the first)")
+    elif name == "mps" and not torch.backends.mps.is_available():
+        raise LmlibError("device mps requested but Apple's MPS is not available; use --device cpu or auto")
+    elif name not in DEVICES:
+        raise LmlibError(f"unknown device {name!r}: choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """`name: type = default  # comment` lines of a dataclass: {name: comment}."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return dict(re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+?)\s*$", source, flags=re.M))
 
 
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls, skip: set[str]) -> None:
     group = p.add_argument_group(f"{cls.__name__} settings (default: the preset's or the library's)")
+    comments = _field_comments(cls)
+    module = sys.modules[cls.__module__]
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         base = str(f.type).replace(" | None", "")
         default = None if f.default is MISSING else f.default
+        about = comments.get(f.name, "")
+        choices = getattr(module, _FIELD_CHOICES.get(f.name, ""), None)
+        help = f"{about} (default {default})" if "default" not in about else about
+        help = help.strip().replace("%", "%%")
         if base == "bool":
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default {default})")
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif f.name == "device":
+            group.add_argument(flag, dest=f.name, type=_device_name, default=None, metavar="{auto,cpu,cuda,mps}",
+                               help=help)
+        elif choices:
+            group.add_argument(flag, dest=f.name, choices=choices, default=None, help=help)
         else:
-            group.add_argument(flag, dest=f.name, type=_TYPES[base], default=None, metavar=base.upper(),
-                               help=f"(default {default})")
+            group.add_argument(flag, dest=f.name, type=_TYPES[base], default=None, metavar=base.upper(), help=help)
 
 
 def _run_dir_checkpoint(path: str) -> Path:
@@ -38,15 +107,56 @@ def _run_dir_checkpoint(path: str) -> Path:
     return p / "best.pt" if p.is_dir() and (p / "best.pt").exists() else (p / "last.pt" if p.is_dir() else p)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _unescape(text: str) -> str:
+    """Read \\n, \\t, \\r and \\\\ in a prompt typed on the command line; leave all else as typed."""
+    return re.sub(r"\\([\\ntr])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], text)
+
+
+def _default_prompt(tokenizer) -> str:
+    """A prompt every model of this tokenizer can start from: a line break, else a sentence end."""
+    for symbol in ("\n", "."):
+        if symbol in tokenizer.stoi:
+            return symbol
+    return tokenizer.vocab[0]
+
+
+COMMAND_NAMES = ("train", "generate", "evaluate", "report", "plot", "tokenize")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `lmlib` parser; with `command`, only that subcommand gets its arguments (the
+    others are listed, not built), so `report` and `plot` need not import torch."""
+    parser = _Parser(prog="lmlib", description="Train and inspect small GPT language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    helps = {
+        "train": "train a model on the synthetic corpus, Tiny Shakespeare or a text file",
+        "generate": "sample text from a trained model",
+        "evaluate": "loss, perplexity and accuracy of a checkpoint on a split",
+        "report": "summarise a run's training_metrics.json",
+        "plot": "redraw training_curve.png and loss_by_epoch.png from the metrics file",
+        "tokenize": "tokenize a text file once into a token file (.bin + .json)",
+    }
+    subs = parser.subcommands = {name: sub.add_parser(name, help=helps[name]) for name in COMMAND_NAMES}
+    if command in (None, "train"):
+        _train_arguments(subs["train"])
+    if command in (None, "generate"):
+        _generate_arguments(subs["generate"])
+    if command in (None, "evaluate"):
+        _evaluate_arguments(subs["evaluate"])
+    subs["report"].add_argument("run_dir", nargs="?", default="checkpoints")
+    subs["plot"].add_argument("run_dir", nargs="?", default="checkpoints")
+    tk = subs["tokenize"]
+    tk.add_argument("text_file")
+    tk.add_argument("--out", help="output path without suffix (default: next to the text file)")
+    tk.add_argument("--tokenizer", choices=["char", "word"], default="char")
+    return parser
+
+
+def _train_arguments(t: argparse.ArgumentParser) -> None:
     from lmlib.model import GPTConfig
     from lmlib.run import PRESETS
     from lmlib.trainer import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="lmlib", description="Train and inspect small GPT language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model on the synthetic corpus, Tiny Shakespeare or a text file")
     t.add_argument("data", help="'synthetic', 'shakespeare', a UTF-8 text file, or a token file (.bin)")
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe; other flags override it")
     t.add_argument("--tokenizer", choices=["char", "word"], default="char", help="for text files (default char)")
@@ -56,35 +166,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of tokens held out for validation (default: the preset's, else 0.2)")
     t.add_argument("--holdout", action="append", default=[], help="synthetic sentence kept out of training")
     t.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    t.add_argument("--extend", action="store_true",
+                   help="with --resume: continue a finished run for more steps (--max-steps) or epochs; the "
+                        "original run's learning-rate schedule is kept and the rate then holds at its floor")
     _add_dataclass_flags(t, GPTConfig, skip={"vocab_size"})
     _add_dataclass_flags(t, TrainConfig, skip=set())
 
-    g = sub.add_parser("generate", help="sample text from a trained model")
+
+def _device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device_name, default="auto", metavar="{auto,cpu,cuda,mps}",
+                   help="where the model runs (default auto: CUDA if present, then MPS, then the CPU)")
+
+
+def _generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("checkpoint", help="a .pt file or a run directory (uses best.pt)")
-    g.add_argument("--prompt", default="\n")
+    g.add_argument("--prompt", default=None,
+                   help="text to continue; \\n, \\t, \\r and \\\\ in it are read as newline, tab, carriage "
+                        "return and backslash (default: a newline, or '.' for a model whose vocabulary has "
+                        "no newline, such as the synthetic corpus's)")
     g.add_argument("--max-new-tokens", type=int, default=300)
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=None,
+                   help="the same seed gives the same text (default: a fresh sample each time)")
     g.add_argument("--top", type=int, default=0, help="instead of sampling, show the N likeliest next tokens")
+    _device_argument(g)
 
-    e = sub.add_parser("evaluate", help="loss, perplexity and accuracy of a checkpoint on a split")
+
+def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("checkpoint")
-    e.add_argument("--data", help="text or token file (default: the data the model was trained on, if synthetic)")
+    e.add_argument("--data", help="text or token file (synthetic runs: not stored, so this is needed too)")
     e.add_argument("--split", choices=["train", "val"], default="val")
     e.add_argument("--val-fraction", type=float, default=None,
-                   help="default: the training run's own split if --data is its data, else 0.2")
+                   help="share of --data at its end that is the validation split. When --data is the run's own "
+                        "data (the same number of tokens), the run's split is used and any other value is "
+                        "refused: it would score tokens the model was trained on. Other data: default 0.2")
     e.add_argument("--batch-size", type=int, default=32)
-
-    r = sub.add_parser("report", help="summarise a run's training_metrics.json")
-    r.add_argument("run_dir", nargs="?", default="checkpoints")
-    pl = sub.add_parser("plot", help="redraw training_curve.png and loss_by_epoch.png from the metrics file")
-    pl.add_argument("run_dir", nargs="?", default="checkpoints")
-    tk = sub.add_parser("tokenize", help="tokenize a text file once into a token file (.bin + .json)")
-    tk.add_argument("text_file")
-    tk.add_argument("--out", help="output path without suffix (default: next to the text file)")
-    tk.add_argument("--tokenizer", choices=["char", "word"], default="char")
-    return parser
+    _device_argument(e)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -92,6 +210,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     from lmlib.run import PRESETS, load_data, train
     from lmlib.trainer import TrainConfig
 
+    if a.extend and not a.resume:
+        raise LmlibError("--extend continues a finished run: use it together with --resume")
+    if a.device is not None:
+        resolve_device(a.device)  # refuse an unavailable device before loading any data
     val_fraction = a.val_fraction
     if val_fraction is None:
         val_fraction = PRESETS.get(a.preset or "", {}).get("val_fraction", 0.2)
@@ -99,6 +221,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                      val_fraction=val_fraction, holdout=a.holdout)
     keys = {f.name for f in fields(GPTConfig)} | {f.name for f in fields(TrainConfig)}
     settings = {k: v for k, v in vars(a).items() if k in keys and v is not None}
+    if a.extend:
+        settings["extend"] = True
     result = train(data, preset=a.preset, resume=a.resume, **settings)
     out = result.out_dir
     print(f"{result.status} after {result.steps} steps; artifacts in {out}/:"
@@ -114,8 +238,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from lmlib.checkpoint import load_model
     from lmlib.evaluate import generate, next_token_distribution
 
-    model, tok, _ = load_model(_run_dir_checkpoint(a.checkpoint))
-    prompt = a.prompt.encode().decode("unicode_escape") if "\\" in a.prompt else a.prompt
+    model, tok, _ = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
+    prompt = _default_prompt(tok) if a.prompt is None else _unescape(a.prompt)
     if a.top:
         for token, p in next_token_distribution(model, tok, prompt, a.top):
             print(f"{token!r:>16}  {p:.4f}")
@@ -131,7 +255,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from lmlib.checkpoint import load_model
     from lmlib.evaluate import estimate_loss
 
-    model, tok, state = load_model(_run_dir_checkpoint(a.checkpoint))
+    model, tok, state = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
     if a.data:
         path = Path(a.data)
         if path.suffix in (".bin", ".json"):
@@ -148,11 +272,16 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise LmlibError("pass --data: the synthetic corpus settings are not stored in the checkpoint")
     else:
         raise LmlibError("pass --data with the text or token file to evaluate on")
-    n_train = state.get("data_train_tokens", -1)
-    if a.val_fraction is None and n_train + state.get("data_val_tokens", -1) == len(tokens):
-        train, val = tokens[:n_train], tokens[n_train:]  # the same data: the run's own split
+    tokens = np.asarray(tokens)
+    n_train, n_val = state.get("data_train_tokens", -1), state.get("data_val_tokens", -1)
+    if n_train >= 0 and n_train + n_val == len(tokens):  # the run's own data: its own split
+        if a.val_fraction is not None and len(D.split_tokens(tokens, a.val_fraction)[0]) != n_train:
+            raise LmlibError(
+                f"--val-fraction {a.val_fraction} is not this run's split (it held out the last {n_val:,} of "
+                f"{len(tokens):,} tokens, {n_val / len(tokens):.3g}; it trained on the rest): leave --val-fraction out")
+        train, val = tokens[:n_train], tokens[n_train:]
     else:
-        train, val = D.split_tokens(np.asarray(tokens), 0.2 if a.val_fraction is None else a.val_fraction)
+        train, val = D.split_tokens(tokens, D.DEFAULT_VAL_FRACTION if a.val_fraction is None else a.val_fraction)
     split = val if a.split == "val" else train
     r = estimate_loss(model, split, a.batch_size, model.config.block_size, max_batches=None)
     print(f"{a.split}: loss {r['loss']:.4f}  perplexity {r['perplexity']:.2f}"
@@ -188,11 +317,19 @@ COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evalua
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((x for x in argv if not x.startswith("-")), None)
+    try:
+        parser = build_parser(command if command in COMMANDS else None)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the subcommand, like its other errors
+            parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else 2
     try:
         return COMMANDS[args.command](args)
     except LmlibError as e:
-        print(f"lmlib {args.command}: error: {e}", file=sys.stderr)
+        print(f"lmlib {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
