@@ -9,8 +9,9 @@ run thus scans the whole range of rates.
     result = lr_range_test(data, n_layer=2, n_embd=48, block_size=32)
     train(data, lr=result.suggestion, ...)
 
-The model, optimizer, batches and gradient clipping are lmlib's own (the same as
-`lmlib.train` with the same seed), so the suggestion transfers to a real run.
+The model, optimizer, batches, gradient clipping and the training step itself are
+lmlib's own (`lmlib.step.train_step`, the same as `lmlib.train` with the same seed),
+so the suggestion transfers to a real run.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import torch
 from lmlib import data as D
 from lmlib.errors import LmlibError
 from lmlib.model import GPT, GPTConfig
-from lmlib.optim import build_optimizer, set_lr
+from lmlib.optim import build_optimizer
 from lmlib.run import MODEL_KEYS
+from lmlib.runtime import choose_precision, pick_device, to_device
+from lmlib.step import train_step
 
 
 @dataclass
@@ -80,6 +83,8 @@ def lr_range_test(
     optimizer: str = "adamw",
     weight_decay: float = 0.1,
     grad_clip: float | None = 1.0,
+    device: str = "auto",
+    dtype: str = "auto",
     **model_settings,
 ) -> LRFinderResult:
     """Run the range test on a fresh GPT; `model_settings` are GPTConfig fields by name.
@@ -97,22 +102,23 @@ def lr_range_test(
     if unknown:
         raise LmlibError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, **model_settings)
+    where = pick_device(device)
+    precision = choose_precision(dtype, where)
     torch.manual_seed(seed)  # the initial weights, as in Trainer
-    model = GPT(cfg)
+    model = GPT(cfg).to(where)
     model.train()
     opt = build_optimizer(model, optimizer, lr=min_lr, weight_decay=weight_decay)
     rng = torch.Generator().manual_seed(seed)  # the batches, as in Trainer
-    max_norm = grad_clip if grad_clip else float("inf")
 
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
     average, stopped_at = 0.0, None
     for i, lr in enumerate(lr_schedule):
-        set_lr(opt, lr)
         x, y = D.get_batch(data.train, batch_size, cfg.block_size, rng)
-        _, loss = model(x, y)
-        value = loss.item()
+        outcome = train_step(model, model, opt, [(to_device(x, where), to_device(y, where))],
+                             lr=lr, grad_clip=grad_clip, precision=precision)
+        value = outcome.loss.item()  # the loss before this step's update
         if not math.isfinite(value):
             stopped_at = lr
             break
@@ -123,10 +129,6 @@ def lr_range_test(
         if smoothed[-1] > stop_factor * min(smoothed):
             stopped_at = lr
             break
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
     if not lrs:
         raise LmlibError(f"the loss was not finite at the first step (lr {min_lr}): lower min_lr")
     return LRFinderResult(lrs, losses, smoothed, suggest_lr(lrs, smoothed), stopped_at)

@@ -12,9 +12,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from lmlib.config import SCHEDULES
 from lmlib.errors import LmlibError
-
-SCHEDULES = ("cosine", "linear", "constant")
 
 
 def lr_at(

@@ -58,7 +58,7 @@ def load_data(
     tokenizer: str = "char",
     n_tokens: int | None = None,
     seed: int = 0,
-    val_fraction: float = 0.2,
+    val_fraction: float = D.DEFAULT_VAL_FRACTION,
     holdout: Sequence[str] = (),
     cache_dir: str | Path | None = None,
 ) -> D.TokenData:
@@ -80,7 +80,7 @@ def load_data(
     return D.prepare_text(path, kind=tokenizer, cache_dir=cache_dir, val_fraction=val_fraction)
 
 
-def text_data(text: str, kind: str = "char", val_fraction: float = 0.2, name: str = "text") -> D.TokenData:
+def text_data(text: str, kind: str = "char", val_fraction: float = D.DEFAULT_VAL_FRACTION, name: str = "text") -> D.TokenData:
     """A dataset from a string already in memory (fits the tokenizer on it)."""
     from lmlib.tokenizers import tokenizer_class
 
@@ -106,13 +106,18 @@ def train(
     preset: str | None = None,
     callbacks: Sequence[Callback] = (),
     resume: bool | str | Path = False,
+    extend: bool = False,
     plots: bool = True,
     **settings,
 ) -> TrainResult:
     """Train a GPT on `data`; any GPTConfig or TrainConfig field can be given by name.
 
     Settings come from the `preset` first, then from the keywords. With `plots`, the
-    PNGs are (re)drawn from the metrics file when the run ends, however it ends.
+    PNGs are (re)drawn from the metrics file when the run ends, however it ends (by
+    rank 0 only, under torchrun). `resume` continues `out_dir/last.pt` (or the given
+    checkpoint) with the same settings; `extend=True` with it lets a run grow longer
+    (a larger `max_steps` or `epochs`): the learning rate keeps the original run's
+    schedule and then holds at its floor.
     """
     if DATA_KEYS & set(settings):
         raise LmlibError("val_fraction is a data setting: pass it to load_data(), which splits the data")
@@ -127,12 +132,13 @@ def train(
     trainer = Trainer(model_cfg, data, TrainConfig(**train_kw), callbacks=callbacks)
     out = Path(trainer.config.out_dir)
     try:
-        result = trainer.fit(resume=resume)
+        result = trainer.fit(resume=resume, extend=extend)
     finally:
-        if plots and (out / "training_metrics.json").exists():
+        if plots and trainer.dist.is_main and (out / "training_metrics.json").exists():
             from lmlib.plots import write_plots  # matplotlib only when drawing
 
             write_plots(out)
+        trainer.dist.close()
     return result
 
 

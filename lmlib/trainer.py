@@ -1,14 +1,23 @@
 """The training loop: see a batch, predict, compare (loss), adjust (AdamW), repeat.
 
-`Trainer.fit()` runs step-based (random windows) or epoch-based (each window of the
-training split once per epoch, in a shuffled order) training, validates every
-`eval_interval` steps, keeps `best.pt` and `last.pt`, stops early when validation
-stops improving, and rewrites `training_metrics.json` at every logging step.
+`Trainer.fit()` is a short loop of named steps: draw the step's batches, take one
+optimizer step (`lmlib.step.train_step`), log, evaluate and checkpoint, stop. It
+runs step-based (random windows) or epoch-based (each window of the training split
+once per epoch, in a shuffled order) training, keeps `best.pt` and `last.pt`, stops
+early when validation stops improving, and rewrites `training_metrics.json` at every
+logging step.
 
 Everything a run needs to continue lives in `last.pt`: weights, optimizer moments,
-the step (which fixes the learning rate and, in epoch mode, the data position), the
-data sampler's and dropout's random states, and the metrics so far. So a resumed run
-makes exactly the same updates as one that was never stopped.
+every setting that defines the run, the step (which fixes the learning rate and, in
+epoch mode, the data position), the random states, and the metrics so far. So a
+resumed run makes exactly the same updates as one that was never stopped; and
+however the run ends (finished, early stop, divergence, Ctrl-C, a callback's
+`StopTraining`, an exception), its files say so and stay loadable.
+
+Under `torchrun` each process trains on its share of every step's batch: between
+them, K processes with `grad_accum` A draw exactly the windows one process with
+accumulation K*A draws, so the result depends on the global batch, not on how it is
+split. Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -17,20 +26,23 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from lmlib import data as D
 from lmlib.checkpoint import load_checkpoint, save_checkpoint
+from lmlib.config import TrainConfig, check_resumable
 from lmlib.errors import LmlibError
 from lmlib.evaluate import estimate_loss
 from lmlib.metrics import FILENAME, new_metrics, write_metrics
 from lmlib.model import GPT, GPTConfig, check_compatible
-from lmlib.optim import SCHEDULES, build_optimizer, lr_at, set_lr
-from lmlib.runtime import keep_freed_memory
+from lmlib.optim import build_optimizer, lr_at
+from lmlib.runtime import Distributed, choose_precision, init_distributed, pick_device, process_device, to_device
+from lmlib.step import StepOutcome, train_step
+
+__all__ = ["Callback", "StopTraining", "TrainConfig", "TrainResult", "Trainer", "pick_device"]
 
 Callback = Callable[[dict], None]
 
@@ -40,84 +52,8 @@ class StopTraining(Exception):
 
 
 @dataclass
-class TrainConfig:
-    out_dir: str = "checkpoints"
-    max_steps: int | None = 1000  # step-based run length (ignored when `epochs` is set)
-    epochs: int | None = None  # epoch-based run: passes over the training split
-    batch_size: int = 32
-    lr: float = 3e-3  # peak learning rate
-    min_lr: float | None = None  # floor of the decay; default lr / 10
-    warmup_steps: int | None = None  # default: 10% of the run, at most 100
-    schedule: str = "cosine"  # cosine | linear | constant
-    optimizer: str = "adamw"  # adamw | adamw-scratch | sgd
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.999
-    momentum: float = 0.0  # SGD only
-    grad_clip: float | None = 1.0  # max gradient norm; None or 0 disables clipping
-    eval_interval: int = 100  # validate every N steps (and after the last)
-    eval_batches: int | None = 10  # batches per validation; None = the whole split
-    log_interval: int = 10  # one metrics entry per N steps
-    patience: int | None = None  # stop after N validations without improvement
-    seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA) | float32 | bfloat16
-    compile: bool = False  # torch.compile (CUDA)
-    save_checkpoints: bool = True
-    progress: bool = True  # tqdm bar
-
-    def resolved(self, n_batches_per_epoch: int | None = None) -> TrainConfig:
-        """Check the values and fill in the defaults that depend on the run length."""
-        c = TrainConfig(**asdict(self))
-        c.out_dir = str(c.out_dir)  # a Path is fine too; the metrics file stores text
-        if c.epochs is not None:
-            if c.epochs <= 0:
-                raise LmlibError(f"epochs must be positive, got {c.epochs}")
-        elif c.max_steps is None or c.max_steps <= 0:
-            raise LmlibError(f"max_steps must be positive, got {c.max_steps}")
-        for name in ("batch_size", "lr", "eval_interval", "log_interval"):
-            if not getattr(c, name) > 0:
-                raise LmlibError(f"{name} must be positive, got {getattr(c, name)}")
-        if not math.isfinite(c.lr):
-            raise LmlibError(f"lr must be a finite number, got {c.lr}")
-        if c.weight_decay < 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
-            raise LmlibError("weight_decay must be >= 0 and betas in [0, 1)")
-        if c.schedule not in SCHEDULES:
-            raise LmlibError(f"unknown schedule {c.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if c.eval_batches is not None and c.eval_batches <= 0:
-            raise LmlibError(f"eval_batches must be positive (or None for the whole split), got {c.eval_batches}")
-        if c.patience is not None and c.patience <= 0:
-            raise LmlibError(f"patience must be positive, got {c.patience}")
-        if c.epochs is not None and n_batches_per_epoch is not None:
-            c.max_steps = c.epochs * n_batches_per_epoch
-        total = c.max_steps
-        if c.warmup_steps is None:
-            c.warmup_steps = min(100, total // 10)
-        if c.warmup_steps < 0 or c.warmup_steps >= total > 1:
-            raise LmlibError(f"warmup_steps ({c.warmup_steps}) must be shorter than the run ({total} steps)")
-        if c.min_lr is None:
-            c.min_lr = c.lr / 10
-        if not 0 <= c.min_lr <= c.lr:
-            raise LmlibError(f"min_lr ({c.min_lr}) must be between 0 and lr ({c.lr})")
-        return c
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto`: CUDA if present, then Apple's MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LmlibError("device cuda requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
-@dataclass
 class TrainResult:
-    status: str  # finished | early_stopped | diverged | stopped | interrupted
+    status: str  # finished | early_stopped | diverged | stopped | interrupted | failed
     steps: int
     metrics: dict
     best_val_loss: float | None
@@ -134,64 +70,84 @@ class Trainer:
         config: TrainConfig | None = None,
         callbacks: Sequence[Callback] = (),
         model: GPT | None = None,
+        dist: Distributed | None = None,
     ):
-        cfg = config or TrainConfig()
-        self.data = data
-        self.model_config = model_config
+        self.raw_config = (config or TrainConfig()).validate()  # before anything uses a setting
+        self.data, self.model_config = data, model_config
         check_compatible(model_config, data.tokenizer.vocab_size)
         T = model_config.block_size
         D.check_enough_tokens(data.train, T)
         self.has_val = len(data.val) > T
-        self.batches_per_epoch = None
-        if cfg.epochs is not None:
-            self.batches_per_epoch = D.n_batches_per_epoch(data.train, cfg.batch_size, T)
-        self.config = cfg.resolved(self.batches_per_epoch)
+        self.dist = dist or init_distributed(self.raw_config.device)
+        c = self.raw_config
+        self.micro_per_step = c.grad_accum * self.dist.world_size  # micro-batches in one global step
+        self.steps_per_epoch = None
+        if c.epochs is not None:
+            n_batches = D.n_batches_per_epoch(data.train, c.batch_size, T)
+            self.steps_per_epoch = n_batches // self.micro_per_step
+            if self.steps_per_epoch < 1:
+                raise LmlibError(f"one epoch holds {n_batches} batches of {c.batch_size} windows, fewer than one step's "
+                                 f"{self.micro_per_step} (grad_accum x processes): use less accumulation or more data")
+        self.config = c.resolved(self.steps_per_epoch)
         self.callbacks = list(callbacks)
-        self.device = pick_device(self.config.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # ~10% faster steps; see lmlib/runtime.py
+        self.device = process_device(c.device, self.dist)
+        self.precision = choose_precision(c.dtype, self.device)
         self.out_dir = Path(self.config.out_dir)
-        torch.manual_seed(self.config.seed)  # the initial weights
+        torch.manual_seed(c.seed)  # the initial weights (identical on every rank)
         self.model = (model or GPT(model_config)).to(self.device)
-        c = self.config
-        self.optimizer = build_optimizer(
-            self.model, c.optimizer, lr=c.lr, betas=(c.beta1, c.beta2),
-            weight_decay=c.weight_decay, momentum=c.momentum,
-        )
-        self.data_rng = torch.Generator().manual_seed(c.seed)  # random windows
+        if self.dist.rank > 0:
+            torch.manual_seed(c.seed + self.dist.rank)  # each rank its own dropout masks
+        self.optimizer = build_optimizer(self.model, c.optimizer, lr=c.lr, betas=(c.beta1, c.beta2),
+                                         weight_decay=c.weight_decay, momentum=c.momentum)
+        self.forward, self.no_sync = self._wrap_model()
+        self.data_rng = torch.Generator().manual_seed(c.seed)  # random windows: the same on every rank
         self._epoch_order: tuple[int, list] = (-1, [])
         self.step = 0
         self.best_val_loss: float | None = None
         self.bad_evals = 0
         self.accum = [0.0, 0]  # training-loss sum and count since the last entry
+        self._mid_step = False
         self.metrics = new_metrics(self.run_config())
-        use_bf16 = c.dtype == "bfloat16" or (c.dtype == "auto" and self.device.type == "cuda")
-        self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-        )
-        self.forward = torch.compile(self.model) if (c.compile and self.device.type == "cuda") else self.model
+
+    def _wrap_model(self):
+        module = self.model
+        no_sync = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DDP(self.model, device_ids=ids)  # broadcasts rank 0's weights
+            no_sync = module.no_sync
+        if self.config.compile:
+            module = torch.compile(module)
+        return module, no_sync
 
     # ---- configuration and checkpoints -------------------------------------------
     def run_config(self) -> dict:
-        d = self.data
+        d, c = self.data, self.config
         return {
             "model": self.model_config.to_dict(),
-            "train": asdict(self.config),
+            "train": asdict(c),
             "data": {"name": d.name, "train_tokens": len(d.train), "val_tokens": len(d.val),
                      "vocab_size": d.tokenizer.vocab_size, "tokenizer": d.tokenizer.to_dict()["kind"]},
             "n_params": self.model.num_params(),
+            "runtime": {"device": str(self.device), "dtype": self.precision.name, "compiled": c.compile,
+                        "world_size": self.dist.world_size, "grad_accum": c.grad_accum,
+                        "global_batch": c.batch_size * self.micro_per_step},
         }
 
     def state_dict(self) -> dict:
         return {
             "model_config": self.model_config.to_dict(),
             "train_config": asdict(self.config),
+            "world_size": self.dist.world_size,
             "tokenizer": self.data.tokenizer.to_dict(),
             "data_name": self.data.name,
             "data_train_tokens": len(self.data.train),
             "data_val_tokens": len(self.data.val),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else {},
             "step": self.step,
             "best_val_loss": self.best_val_loss,
             "bad_evals": self.bad_evals,
@@ -203,11 +159,17 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        if self.config.save_checkpoints:
+        if self.config.save_checkpoints and self.dist.is_main:
             save_checkpoint(self.out_dir / name, self.state_dict())
 
-    def resume(self, path: str | Path | None = None) -> None:
-        """Continue from a checkpoint (default: `out_dir/last.pt`)."""
+    def resume(self, path: str | Path | None = None, extend: bool = False) -> None:
+        """Continue from a checkpoint (default: `out_dir/last.pt`).
+
+        Every setting that defines the run must match the checkpoint's (one line names
+        the first that differs). `extend=True` lets a run grow longer: it keeps the
+        saved schedule horizon, so the learning rate goes on where it was and then
+        holds at its floor.
+        """
         path = Path(path) if path else self.out_dir / "last.pt"
         s = load_checkpoint(path, map_location=self.device)
         if s["tokenizer"] != self.data.tokenizer.to_dict():
@@ -215,135 +177,177 @@ class Trainer:
         if s["model_config"] != self.model_config.to_dict():
             diff = {k: v for k, v in s["model_config"].items() if self.model_config.to_dict().get(k) != v}
             raise LmlibError(f"checkpoint {path} was trained with a different model ({diff}); use the same settings to resume")
-        if s["data_train_tokens"] != len(self.data.train):
-            raise LmlibError(f"checkpoint {path} was trained on {s['data_train_tokens']} training tokens, this data has {len(self.data.train)}")
+        for key, now in (("data_train_tokens", len(self.data.train)), ("data_val_tokens", len(self.data.val))):
+            if key in s and s[key] != now:
+                raise LmlibError(f"cannot resume: the checkpoint's data had {s[key]} {key[5:].replace('_', ' ')},"
+                                 f" this data has {now}; resume on the same data and split")
+        saved = s["train_config"]
+        saved.setdefault("schedule_steps", saved["max_steps"])  # checkpoints from before it existed
+        # Defaults that depend on the run's length are the saved run's, not recomputed.
+        fill = {k: saved[k] for k in ("schedule_steps", "warmup_steps", "min_lr") if getattr(self.raw_config, k) is None}
+        self.config = replace(self.raw_config, **fill).resolved(self.steps_per_epoch)
+        check_resumable(saved, self.config, extend=extend)
+        was = saved["batch_size"] * saved.get("grad_accum", 1) * s.get("world_size", 1)
+        now = self.config.batch_size * self.micro_per_step
+        if was != now:
+            raise LmlibError(f"cannot resume: the global batch (batch_size x grad_accum x processes) was {was}, now {now}")
         self.model.load_state_dict(s["model"])
         self.optimizer.load_state_dict(s["optimizer"])
+        if self.precision.scaler is not None and s.get("scaler"):
+            self.precision.scaler.load_state_dict(s["scaler"])
         self.step, self.best_val_loss, self.bad_evals = s["step"], s["best_val_loss"], s["bad_evals"]
         self.accum = list(s["accum"])
-        torch.set_rng_state(s["rng_torch"].cpu())
+        if self.dist.rank == 0:  # other ranks keep their own dropout streams
+            torch.set_rng_state(s["rng_torch"].cpu())
         self.data_rng.set_state(s["rng_data"].cpu())
-        if s["rng_cuda"] and torch.cuda.is_available():
+        if s["rng_cuda"] and torch.cuda.is_available() and len(s["rng_cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([t.cpu() for t in s["rng_cuda"]])
         self.metrics = json.loads(s["metrics"])
         self.metrics["status"] = "running"
         self.metrics["config"]["train"] = asdict(self.config)  # e.g. a longer max_steps
+        self.metrics["config"]["runtime"] = self.run_config()["runtime"]
 
-    # ---- the loop ----------------------------------------------------------------
-    def get_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        T, B = self.model_config.block_size, self.config.batch_size
-        if self.batches_per_epoch is None:
-            x, y = D.get_batch(self.data.train, B, T, self.data_rng)
-        else:  # epoch mode: the data position is a pure function of the step
-            epoch, i = divmod(step, self.batches_per_epoch)
-            if self._epoch_order[0] != epoch:  # one shuffle per epoch, not per step
-                self._epoch_order = (epoch, D.epoch_batches(self.data.train, B, T, self.config.seed, epoch))
-            starts = self._epoch_order[1][i]
-            x, y = D.windows_to_batch(self.data.train, starts, T)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    # ---- the named steps of the loop ---------------------------------------------
+    def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's micro-batches for `step`: its own slice of the global batch."""
+        T, B, A = self.model_config.block_size, self.config.batch_size, self.config.grad_accum
+        mine = range(self.dist.rank * A, (self.dist.rank + 1) * A)
+        batches = []
+        for g in range(self.micro_per_step):
+            if self.steps_per_epoch is None:
+                # Every rank draws every micro-batch's windows from the shared generator
+                # (cheap), so the stream does not depend on the number of processes.
+                starts = torch.randint(len(self.data.train) - T, (B,), generator=self.data_rng).numpy()
+            elif g in mine:  # epoch mode: the data position is a pure function of the step
+                epoch, i = divmod(step, self.steps_per_epoch)
+                if self._epoch_order[0] != epoch:  # one shuffle per epoch, not per step
+                    self._epoch_order = (epoch, D.epoch_batches(self.data.train, B, T, self.config.seed, epoch))
+                starts = self._epoch_order[1][i * self.micro_per_step + g]
+            if g in mine:
+                x, y = D.windows_to_batch(self.data.train, starts, T)
+                batches.append((to_device(x, self.device), to_device(y, self.device)))
+        return batches
 
     def evaluate(self) -> dict:
         return estimate_loss(
             self.model, self.data.val, self.config.batch_size, self.model_config.block_size,
-            max_batches=self.config.eval_batches, device=self.device, autocast=self.autocast,
+            max_batches=self.config.eval_batches, device=self.device, autocast=self.precision.autocast(),
         )
 
-    def fit(self, resume: bool | str | Path = False) -> TrainResult:
+    def log(self, lr: float, outcome: StepOutcome, ev: dict | None, t0: float) -> None:
+        """Append one metrics entry; the only place the host reads the device's numbers."""
+        c, m = self.config, self.metrics
+        loss_sum, count = self.dist.all_reduce_sum(list(self.accum), self.device)
+        tokens = self.step * c.batch_size * self.micro_per_step * self.model_config.block_size
+        grad_norm = outcome.grad_norm.item()
+        m["steps"].append(self.step)
+        # the epoch of this entry's last update (its last token, in step mode)
+        m["epochs"].append((tokens - 1) // len(self.data.train) if self.steps_per_epoch is None
+                           else (self.step - 1) // self.steps_per_epoch)
+        m["train_loss"].append(loss_sum / count)
+        m["val_loss"].append(ev["loss"] if ev else None)
+        m["val_perplexity"].append(ev["perplexity"] if ev else None)
+        m["val_accuracy"].append(ev["accuracy"] if ev else None)
+        m["learning_rate"].append(lr)
+        m["tokens"].append(tokens)
+        m["grad_norm"].append(grad_norm if math.isfinite(grad_norm) else None)
+        m["elapsed"].append(round(time.perf_counter() - t0, 3))
+        self.accum = [0.0, 0]
+
+    def check_validation(self, ev: dict) -> str | None:
+        """Keep the best checkpoint; return "diverged" or "early_stopped" when the run must end."""
+        if not math.isfinite(ev["loss"]):
+            return "diverged"
+        if self.best_val_loss is None or ev["loss"] < self.best_val_loss:
+            self.best_val_loss, self.bad_evals = ev["loss"], 0
+            self.metrics["best"] = {"step": self.step, "val_loss": ev["loss"]}
+            self.save("best.pt")
+            return None
+        self.bad_evals += 1
+        patience = self.config.patience
+        return "early_stopped" if patience is not None and self.bad_evals >= patience else None
+
+    def notify(self) -> None:
+        for cb in self.callbacks:
+            cb(self.metrics)
+
+    # ---- the loop ----------------------------------------------------------------
+    def fit(self, resume: bool | str | Path = False, extend: bool = False) -> TrainResult:
         c = self.config
         if resume:
-            self.resume(None if resume is True else resume)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.resume(None if resume is True else resume, extend=extend)
+            c = self.config
+        elif extend:
+            raise LmlibError("extend only applies when resuming a run (resume=True, --resume)")
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out_dir / FILENAME
-        total = c.max_steps
-        tokens_per_step = c.batch_size * self.model_config.block_size
-        n_train = len(self.data.train)
         t0 = time.perf_counter()
         status, message = "finished", ""
-        bar = None
-        if c.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
+        bar = self._progress_bar()
+        sync_every_step = self.device.type != "cuda"  # reading a CPU number costs nothing
         self.model.train()
         notified = None  # (step, status) that callbacks last saw
         try:
-            while self.step < total:
+            while self.step < c.max_steps:
                 step = self.step
-                lr = lr_at(step, c.lr, total, c.warmup_steps, c.min_lr, c.schedule)
-                set_lr(self.optimizer, lr)
-                x, y = self.get_batch(step)
-                with self.autocast:
-                    _, loss = self.forward(x, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
+                lr = lr_at(step, c.lr, c.schedule_steps, c.warmup_steps, c.min_lr, c.schedule)
+                self._mid_step = True  # a Ctrl-C from here until the step is counted must not save
+                outcome = train_step(self.forward, self.model, self.optimizer, self.micro_batches(step),
+                                     lr=lr, grad_clip=c.grad_clip, precision=self.precision, no_sync=self.no_sync)
+                last = step + 1 == c.max_steps
+                do_eval = self.has_val and ((step + 1) % c.eval_interval == 0 or last)
+                do_log = (step + 1) % c.log_interval == 0 or do_eval or last
+                if (sync_every_step or do_log) and not self._finite_everywhere(outcome):
                     status = "diverged"
-                    message = (f"loss became {loss_value} at step {step + 1} (learning rate {lr:.3g}):"
-                               " lower the learning rate; the last good checkpoint is kept")
+                    message = (f"the loss or the gradient became infinite or NaN at step {step + 1} (learning rate"
+                               f" {lr:.3g}): lower the learning rate; the last good checkpoint is kept")
                     break
-                loss.backward()
-                max_norm = c.grad_clip if c.grad_clip else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                self.accum[0] += loss_value
+                self.accum[0] += outcome.loss.item() if sync_every_step else outcome.loss.double()
                 self.accum[1] += 1
+                self._mid_step = False
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", refresh=False)
-                last = self.step == total
-                do_eval = self.has_val and (self.step % c.eval_interval == 0 or last)
-                if self.step % c.log_interval == 0 or do_eval or last:
-                    ev = self.evaluate() if do_eval else None
-                    self.model.train()
-                    tokens = self.step * tokens_per_step
-                    m = self.metrics
-                    m["steps"].append(self.step)
-                    # the epoch of this entry's last update (its last token, in step mode)
-                    m["epochs"].append((tokens - 1) // n_train if self.batches_per_epoch is None
-                                       else step // self.batches_per_epoch)
-                    m["train_loss"].append(self.accum[0] / self.accum[1])
-                    m["val_loss"].append(ev["loss"] if ev else None)
-                    m["val_perplexity"].append(ev["perplexity"] if ev else None)
-                    m["val_accuracy"].append(ev["accuracy"] if ev else None)
-                    m["learning_rate"].append(lr)
-                    m["tokens"].append(tokens)
-                    m["grad_norm"].append(grad_norm if math.isfinite(grad_norm) else None)
-                    m["elapsed"].append(round(time.perf_counter() - t0, 3))
-                    self.accum = [0.0, 0]
-                    stop = False
-                    if ev:
-                        if self.best_val_loss is None or ev["loss"] < self.best_val_loss:
-                            self.best_val_loss, self.bad_evals = ev["loss"], 0
-                            m["best"] = {"step": self.step, "val_loss": ev["loss"]}
-                            self.save("best.pt")
-                        else:
-                            self.bad_evals += 1
-                            stop = c.patience is not None and self.bad_evals >= c.patience
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{ev['loss']:.3f}", lr=f"{lr:.2e}")
-                    if stop or last:
-                        m["status"] = "early_stopped" if stop else "finished"
-                    write_metrics(metrics_path, m)
-                    if ev or last:
-                        self.save("last.pt")
-                    notified = (self.step, m["status"])
-                    for cb in self.callbacks:
-                        cb(m)
-                    if stop:
-                        status = "early_stopped"
-                        message = (f"early stop at step {self.step}: no validation improvement in"
-                                   f" {c.patience} evaluations; best {self.best_val_loss:.4f}")
-                        break
+                if not do_log:
+                    continue
+                self.accum[0] = float(self.accum[0])
+                ev = self.evaluate() if do_eval else None
+                if ev is not None and self.dist.enabled:  # one verdict for all ranks
+                    ev["loss"] = self.dist.all_reduce_sum([ev["loss"]], self.device)[0] / self.dist.world_size
+                self.model.train()
+                self.log(lr, outcome, ev, t0)
+                verdict = self.check_validation(ev) if ev else None
+                if bar is not None:
+                    bar.set_postfix(loss=f"{self.metrics['train_loss'][-1]:.3f}", lr=f"{lr:.2e}",
+                                    **({"val": f"{ev['loss']:.3f}"} if ev else {}))
+                if verdict == "diverged":
+                    status, message = verdict, (f"the validation loss became {ev['loss']} at step {self.step}: lower"
+                                                " the learning rate; the last good checkpoint is kept")
+                    break
+                if verdict == "early_stopped" or last:
+                    self.metrics["status"] = verdict or "finished"
+                self._write_metrics(metrics_path)
+                if ev or last:
+                    self.save("last.pt")
+                notified = (self.step, self.metrics["status"])
+                self.notify()
+                if verdict == "early_stopped":
+                    status = verdict
+                    message = (f"early stop at step {self.step}: no validation improvement in"
+                               f" {c.patience} evaluations; best {self.best_val_loss:.4f}")
+                    break
         except StopTraining as e:
             status, message = "stopped", str(e) or f"stopped by a callback at step {self.step}"
         except KeyboardInterrupt:
             status, message = "interrupted", f"interrupted at step {self.step}; resume from last.pt"
+        except BaseException as e:
+            self._finish(metrics_path, "failed", save=False)
+            raise e
         finally:
             if bar is not None:
                 bar.close()
-        self.metrics["status"] = status
-        write_metrics(metrics_path, self.metrics)
+        self._finish(metrics_path, status, save=status in ("stopped", "interrupted"))
         if notified != (self.step, status):  # callbacks have not seen how the run ended
             for cb in self.callbacks:
                 try:
@@ -352,3 +356,29 @@ class Trainer:
                     pass
         self.model.eval()
         return TrainResult(status, self.step, self.metrics, self.best_val_loss, message, self.out_dir, self.model)
+
+    # ---- helpers -----------------------------------------------------------------
+    def _finite_everywhere(self, outcome: StepOutcome) -> bool:
+        """Whether this step was finite on every process (a NaN on one rank stops all)."""
+        ok = float(bool(outcome.finite))
+        return self.dist.all_reduce_sum([ok], self.device)[0] == self.dist.world_size
+
+    def _finish(self, metrics_path: Path, status: str, save: bool) -> None:
+        """Record how the run ended; a stopped run also saves its final state to last.pt."""
+        self.metrics["status"] = status
+        if not isinstance(self.accum[0], float):
+            self.accum[0] = float(self.accum[0])
+        self._write_metrics(metrics_path)
+        if save and self.step > 0 and not self._mid_step:
+            self.save("last.pt")  # result.model and last.pt are the same weights
+
+    def _write_metrics(self, path: Path) -> None:
+        if self.dist.is_main:
+            write_metrics(path, self.metrics)
+
+    def _progress_bar(self):
+        if not (self.config.progress and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.config.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)

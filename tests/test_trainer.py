@@ -111,12 +111,28 @@ def test_early_stopping_keeps_best(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    from lmlib.config import TrainConfig
+    from lmlib.model import GPTConfig
+    from lmlib.trainer import Trainer
+
     out = tmp_path / "run"
-    run(tmp_path, max_steps=8)
-    before = (out / "last.pt").read_bytes()
-    r = run(tmp_path, max_steps=8, lr=1e30, warmup_steps=0, grad_clip=0.0, min_lr=1e30)
-    assert r.status == "diverged" and "lower the learning rate" in r.message
-    assert (out / "last.pt").read_bytes() == before or load_checkpoint(out / "last.pt")
+    d = char_data()
+    model_kw = {k: TINY[k] for k in ("block_size", "n_layer", "n_head", "n_embd")}
+    train_kw = {k: v for k, v in TINY.items() if k not in model_kw}
+    trainer = Trainer(GPTConfig(vocab_size=d.tokenizer.vocab_size, **model_kw), d,
+                      TrainConfig(**train_kw, max_steps=40, out_dir=str(out)))
+    saved = {}
+
+    def poison_after_step_4(m):  # last.pt of step 4 is on disk; then the weights turn to NaN
+        if m["steps"][-1] == 4:
+            saved["last"] = (out / "last.pt").read_bytes()
+            with torch.no_grad():
+                trainer.model.lm_head.weight.fill_(math.nan)
+
+    trainer.callbacks.append(poison_after_step_4)
+    r = trainer.fit()
+    assert r.status == "diverged" and "lower the learning rate" in r.message and r.steps == 4
+    assert (out / "last.pt").read_bytes() == saved["last"]
     assert load_metrics(out)["status"] == "diverged"
 
 
