@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import lmlib.run
+import lmlib.runtime
 from lmlib.cli import _unescape, build_parser, main
 
 TINY_FLAGS = ["--block-size", "16", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8",
@@ -57,7 +58,7 @@ def test_train_report_plot_generate_evaluate(tmp_path, play, capsys):
     assert json.loads((out / "training_metrics.json").read_text())["steps"][-1] == 20
 
 
-def test_extend_needs_resume_and_reaches_run_train(tmp_path, play, capsys, monkeypatch):
+def test_extend_grad_accum_and_allocator_reach_the_run(tmp_path, play, capsys, monkeypatch):
     assert main(["train", str(play), "--extend", "--out-dir", str(tmp_path / "x"), *TINY_FLAGS]) == 2
     assert "--resume" in one_line_error(capsys, "train")
     seen = {}
@@ -69,11 +70,14 @@ def test_extend_needs_resume_and_reaches_run_train(tmp_path, play, capsys, monke
         seen.update(kw)
         return Result()
 
+    tuned = []
     monkeypatch.setattr(lmlib.run, "train", fake_train)
+    monkeypatch.setattr(lmlib.runtime, "keep_freed_memory", lambda: tuned.append(True) or True)
     assert main(["train", str(play), "--resume", "--extend", "--max-steps", "30", "--grad-accum", "4",
-                 "--out-dir", str(tmp_path / "x")]) == 0
+                 "--out-dir", str(tmp_path / "x"), "--device", "cpu"]) == 0
     assert seen["resume"] is True and seen["extend"] is True
     assert seen["max_steps"] == 30 and seen["grad_accum"] == 4
+    assert tuned == [True]  # `lmlib train` on a CPU tunes glibc's allocator (the library itself does not)
     seen.clear()
     assert main(["train", str(play), "--resume", "--out-dir", str(tmp_path / "x")]) == 0
     assert "extend" not in seen  # a plain resume passes nothing new
