@@ -47,13 +47,13 @@ def matmul_peak(n: int = 512, threads: int | None = None, seconds: float = 2.0) 
 
 def append_result(benchmark: str, figures: str) -> None:
     """Append one dated row to bench/RESULTS.md (machine, torch, command, figures)."""
-    import torch
+    from importlib.metadata import version  # torch's version without importing torch
 
     results = Path(os.environ.get("LMLIB_BENCH_RESULTS") or RESULTS)
     if not results.exists():
         results.write_text("# Benchmark results\n\nOne row per run, appended by the scripts in bench/.\n\n" + HEADER)
     cmd = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    row = f"| {dt.date.today()} | {benchmark} | {machine()} | {torch.__version__} | `{cmd}` | {figures} |\n"
+    row = f"| {dt.date.today()} | {benchmark} | {machine()} | {version('torch')} | `{cmd}` | {figures} |\n"
     with results.open("a") as f:
         f.write(row)
     print(f"appended to {results}")

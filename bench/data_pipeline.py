@@ -4,7 +4,8 @@
 
 1. Tokenize a ~100 MB text file (the given file repeated) into a token file:
    seconds, MB/s and peak memory (a child process, so its peak RSS is its own).
-2. Train 200 steps from a 1 GB token file and from a 1 MB one: peak memory of each.
+2. Train 200 steps (`--train-steps`) from a 1 GB token file and from a 1 MB one: peak
+   memory of each.
    The token file is read through a memory map, so memory should not grow with it.
 """
 
@@ -29,11 +30,15 @@ print(time.perf_counter() - t, tf.n_tokens, resource.getrusage(resource.RUSAGE_S
 """
 CHILD_TRAIN = """
 import resource, sys, torch
-torch.set_num_threads(2)
+torch.set_num_threads(int(sys.argv[4]))
 import lmlib
+from lmlib.runtime import keep_freed_memory
+keep_freed_memory()  # as `lmlib train` does
 data = lmlib.load_data(sys.argv[1], val_fraction=0.001)
-lmlib.train(data, out_dir=sys.argv[2], max_steps=200, block_size=64, n_layer=2, n_head=2, n_embd=64,
-            batch_size=32, eval_interval=100, eval_batches=4, progress=False, save_checkpoints=False, plots=False)
+steps = int(sys.argv[3])
+lmlib.train(data, out_dir=sys.argv[2], max_steps=steps, block_size=64, n_layer=2, n_head=2, n_embd=64,
+            batch_size=32, eval_interval=max(1, steps // 2), eval_batches=4, progress=False, save_checkpoints=False,
+            plots=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -60,6 +65,8 @@ def main() -> None:
     p.add_argument("--data", default="shakespeare")
     p.add_argument("--mb", type=int, default=100, help="size of the text file to tokenize")
     p.add_argument("--big-gb", type=float, default=1.0)
+    p.add_argument("--train-steps", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the training runs")
     a = p.parse_args()
     root = Path(__file__).resolve().parents[1]
     env_py = [sys.executable, "-c"]
@@ -86,7 +93,8 @@ def main() -> None:
         for name, n in (("1 MB", 500_000), (f"{a.big_gb:g} GB", int(a.big_gb * 1e9) // 2)):
             tok = tmp / f"tokens-{n}"
             make_token_file(tok, n, vocab)
-            r = subprocess.run([*env_py, CHILD_TRAIN, str(tok.with_suffix(".bin")), str(tmp / f"run-{n}")],
+            r = subprocess.run([*env_py, CHILD_TRAIN, str(tok.with_suffix(".bin")), str(tmp / f"run-{n}"),
+                                str(a.train_steps), str(a.threads)],
                                cwd=root, capture_output=True, text=True, check=True)
             peaks[name] = int(r.stdout.split()[-1]) / 1024
             tok.with_suffix(".bin").unlink()

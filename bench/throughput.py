@@ -1,77 +1,171 @@
-"""Throughput and MFU of lmlib's trainer on nanoGPT's documented CPU recipe.
+"""Training throughput of lmlib's trainer against a plain PyTorch loop, side by side, and MFU.
 
     python bench/throughput.py --data ../shared/data/tinyshakespeare.txt
 
-Config: the preset `shakespeare-char-nanogpt` (char-level Tiny Shakespeare, 4 layers,
-4 heads, width 128, context 64, batch 12, no dropout, no biases, AdamW (0.9, 0.99),
-weight decay 0.1, clip 1.0, lr 1e-3 with 100 warm-up steps, cosine decay to 1e-4). Tokens/s are measured
-between logging steps with validation switched off, after the first 50 steps.
+Both sides train the same model (`lmlib.model.GPT`, a preset's settings; default the
+preset `shakespeare-char-nanogpt`: char-level Tiny Shakespeare, 4 layers, 4 heads, width
+128, context 64, batch 12, AdamW (0.9, 0.99), weight decay 0.1, clip 1.0, lr 1e-3 with
+100 warm-up steps, cosine decay to 1e-4) on the same data, in fp32, on the same number of
+threads:
+
+- lmlib: `lmlib.train` with validation switched off (it still writes the metrics file at
+  every logging step, as a run does);
+- plain: bench/plain_loop.py, the loop a user would write with torch alone (nanoGPT's
+  batches, `torch.optim.AdamW` with torch's default implementation).
+
+Each measurement runs in a fresh process, alternating lmlib, plain, lmlib, plain, ...,
+so the host's drifting speed (other tenants) hits both sides alike and neither inherits
+the other's process state. Both processes get the same allocator setting: glibc tuned
+by `lmlib.runtime.keep_freed_memory` as `lmlib train` does (`--allocator tuned`, the
+default), or left alone (`--allocator default`, as a plain script runs). Tokens/s are
+timed between logging steps after `--warmup` steps; each process measures the fp32
+matmul peak just before training, and MFU is its rate against that peak (nanoGPT's
+FLOP count). The ratio lmlib/plain is the median of the pairs' ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import append_result, matmul_peak, table  # noqa: E402
 
-NANOGPT_TOKENS_PER_S = (15_000, 16_300)
+KINDS = ("lmlib", "plain")
+
+
+def flops_per_token(model, cfg: dict) -> tuple[int, int]:
+    """nanoGPT's count: parameters without the position embedding, plus attention."""
+    L, H, C, T = (cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size"))
+    n_params = model.num_params() - model.pos_emb.weight.numel()
+    return n_params, 6 * n_params + 12 * L * H * (C // H) * T
+
+
+def measure(a: argparse.Namespace) -> dict:
+    """One timed run, in this (child) process: lmlib's trainer or the plain loop."""
+    import torch
+
+    import lmlib
+    from lmlib.model import GPTConfig
+    from lmlib.run import split_overrides
+    from lmlib.trainer import TrainConfig
+
+    torch.set_num_threads(a.threads)
+    if a.allocator == "tuned":
+        from lmlib.runtime import keep_freed_memory
+
+        keep_freed_memory()
+    data = lmlib.load_data(a.data, tokenizer="char", val_fraction=0.1)
+    settings = {k: v for k, v in lmlib.PRESETS[a.preset].items() if k != "val_fraction"}
+    model_kw, train_kw = split_overrides(settings)
+    mcfg = GPTConfig(vocab_size=data.vocab_size, **model_kw)
+    tcfg = TrainConfig(**{**train_kw, "max_steps": a.iters}).resolved()
+    B, T = tcfg.batch_size, mcfg.block_size
+    peak = matmul_peak(threads=a.threads, seconds=a.peak_seconds)
+    stamps: list[tuple[int, float]] = []
+    losses: list[float] = []
+    t_start = time.perf_counter()
+    if a.child == "lmlib":
+        def stamp(m):
+            stamps.append((m["steps"][-1], time.perf_counter()))
+
+        with tempfile.TemporaryDirectory() as out:
+            res = lmlib.train(data, plots=False, callbacks=[stamp], **{
+                **settings, "max_steps": a.iters, "eval_interval": 10**9, "log_interval": a.log_interval,
+                "progress": False, "save_checkpoints": False, "device": "cpu", "dtype": "float32", "out_dir": out})
+        model, final_loss = res.model, res.metrics["train_loss"][-1]
+    else:
+        from bench.plain_loop import train
+
+        def on_step(step, loss):
+            losses.append(loss.item())
+            if step % a.log_interval == 0:
+                stamps.append((step, time.perf_counter()))
+
+        model = train(data.train, mcfg, steps=a.iters, batch_size=B, lr=tcfg.lr, min_lr=tcfg.min_lr,
+                      warmup_steps=tcfg.warmup_steps, beta1=tcfg.beta1, beta2=tcfg.beta2,
+                      weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip, seed=tcfg.seed, on_step=on_step)
+        final_loss = statistics.fmean(losses[-a.log_interval:])
+    steady = [(s, t) for s, t in stamps if a.warmup <= s < a.iters]  # not the last step (lmlib validates there)
+    if len(steady) < 2:
+        raise SystemExit(f"too few logging steps to time: need two multiples of --log-interval {a.log_interval} "
+                         f"in [--warmup {a.warmup}, --iters {a.iters})")
+    (s0, t0), (s1, t1) = steady[0], steady[-1]
+    tok_s = (s1 - s0) * B * T / (t1 - t0)
+    n_params, fpt = flops_per_token(model, mcfg.to_dict())
+    return {"kind": a.child, "tokens_per_s": tok_s, "peak": peak, "mfu": tok_s * fpt / peak, "n_params": n_params,
+            "flops_per_token": fpt, "final_loss": final_loss, "vocab_size": data.vocab_size, "steps_timed": s1 - s0,
+            "seconds": time.perf_counter() - t_start, "ms_per_iter": 1000 * B * T / tok_s}
+
+
+def run_child(kind: str, argv: list[str], threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, __file__, *argv, "--child", kind], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the {kind} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="shakespeare", help="text file (default: download Tiny Shakespeare)")
-    p.add_argument("--iters", type=int, default=600)
+    p.add_argument("--preset", default="shakespeare-char-nanogpt", help="model and optimizer settings (lmlib.PRESETS)")
+    p.add_argument("--iters", type=int, default=600, help="training steps per run")
+    p.add_argument("--warmup", type=int, default=50, help="steps before the timing starts")
+    p.add_argument("--log-interval", type=int, default=25, help="lmlib's logging interval; also the timing marks")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="pairs of runs (lmlib, plain)")
+    p.add_argument("--peak-seconds", type=float, default=1.0, help="time spent measuring the matmul peak")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="glibc as `lmlib train` sets it (keep_freed_memory), or untouched; the same for both sides")
+    p.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.child:
+        print(json.dumps(measure(a)))
+        return
+    if a.data == "shakespeare":
+        from lmlib.download import download_tiny_shakespeare
 
-    import torch
-
-    import lmlib
-
-    torch.set_num_threads(a.threads)
-    data = lmlib.load_data(a.data, tokenizer="char", val_fraction=0.1)
-    cfg = {k: v for k, v in lmlib.PRESETS["shakespeare-char-nanogpt"].items() if k != "val_fraction"}
-    cfg.update(max_steps=a.iters, eval_interval=10**9, log_interval=25, progress=False, save_checkpoints=False)
-    L, H, C, T, B = (cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size"))
-    rates, mfus, peaks = [], [], []
+        a.data = str(download_tiny_shakespeare())
+    argv = ["--data", a.data, "--preset", a.preset, "--iters", str(a.iters), "--warmup", str(a.warmup),
+            "--log-interval", str(a.log_interval), "--threads", str(a.threads),
+            "--peak-seconds", str(a.peak_seconds), "--allocator", a.allocator]
+    runs: dict[str, list[dict]] = {k: [] for k in KINDS}
     for r in range(a.repeats):
-        # The host's speed drifts (other tenants): measure the matmul peak right before
-        # each run and compare each run with its own peak.
-        peaks.append(matmul_peak(threads=a.threads, seconds=1.0))
-        stamps: list[tuple[int, float]] = []
+        for kind in KINDS:  # A B A B ...
+            res = run_child(kind, argv, a.threads)
+            runs[kind].append(res)
+            print(f"pair {r} {kind:>5}: {res['tokens_per_s']:,.0f} tokens/s, MFU {100 * res['mfu']:.1f}% "
+                  f"(peak {res['peak'] / 1e9:.0f} GFLOP/s), final train loss {res['final_loss']:.3f}", flush=True)
+    first = runs["lmlib"][0]
+    print(f"\npreset {a.preset}: params (nanoGPT count) {first['n_params'] / 1e6:.2f}M, "
+          f"{first['flops_per_token'] / 1e6:.2f} MFLOP per token; {a.iters} steps, timed {first['steps_timed']}; "
+          f"{a.threads} threads, fp32, allocator {a.allocator}")
+    rows = [(r, k, f"{x['tokens_per_s']:,.0f}", f"{x['ms_per_iter']:.1f}", f"{x['peak'] / 1e9:.0f}",
+             f"{100 * x['mfu']:.1f}%", f"{x['final_loss']:.3f}")
+            for r in range(a.repeats) for k in KINDS for x in [runs[k][r]]]
+    print(table(rows, ("pair", "loop", "tokens/s", "ms/iter", "peak GFLOP/s", "MFU", "final loss")))
+    med = {k: statistics.median(x["tokens_per_s"] for x in runs[k]) for k in KINDS}
+    mfu = {k: statistics.median(x["mfu"] for x in runs[k]) for k in KINDS}
+    ratios = [lm["tokens_per_s"] / pl["tokens_per_s"] for lm, pl in zip(runs["lmlib"], runs["plain"])]
+    ratio = statistics.median(ratios)
+    for k in KINDS:
+        print(f"{k:>5}: median {med[k]:,.0f} tokens/s, MFU {100 * mfu[k]:.1f}%")
+    print(f"lmlib/plain: {ratio:.3f} (median of the pairs' ratios: " + ", ".join(f"{x:.3f}" for x in ratios) + ")")
+    peak = statistics.median(x["peak"] for k in KINDS for x in runs[k])
+    append_result("throughput", f"preset {a.preset}, {a.iters} steps, {a.threads} threads, fp32, allocator "
+                  f"{a.allocator}, {a.repeats} A/B pairs: lmlib {med['lmlib']:,.0f} tok/s (MFU "
+                  f"{100 * mfu['lmlib']:.1f}%), plain PyTorch loop {med['plain']:,.0f} tok/s (MFU "
+                  f"{100 * mfu['plain']:.1f}%); lmlib/plain {ratio:.3f} (pairs "
+                  + ", ".join(f"{x:.3f}" for x in ratios) + f"); matmul peak median {peak / 1e9:.0f} GFLOP/s")
 
-        def stamp(m, stamps=stamps):
-            stamps.append((m["steps"][-1], time.perf_counter()))
-
-        res = lmlib.train(data, out_dir=f"/tmp/lmlib-bench-throughput-{r}", plots=False, callbacks=[stamp], **cfg)
-        steady = [(s, t) for s, t in stamps if s >= 50][:-1]  # skip warm-up and the final evaluation
-        (s0, t0), (s1, t1) = steady[0], steady[-1]
-        rates.append((s1 - s0) * B * T / (t1 - t0))
-        # nanoGPT's count: parameters without the position embedding, plus attention
-        n_params = res.model.num_params() - res.model.pos_emb.weight.numel()
-        flops_per_token = 6 * n_params + 12 * L * H * (C // H) * T
-        mfus.append(rates[-1] * flops_per_token / peaks[-1])
-    tok_s, mfu, peak = statistics.median(rates), statistics.median(mfus), statistics.median(peaks)
-    ms_iter = 1000 * B * T / tok_s
-    print(f"params (nanoGPT count) {n_params / 1e6:.2f}M, {flops_per_token / 1e6:.2f} MFLOP per token")
-    print(table([(i, f"{r:,.0f}", f"{1000 * B * T / r:.1f}", f"{p / 1e9:.0f}", f"{100 * m:.1f}%")
-                 for i, (r, p, m) in enumerate(zip(rates, peaks, mfus))],
-                ("run", "tokens/s", "ms/iter", "peak GFLOP/s", "MFU")))
-    print(f"median {tok_s:,.0f} tokens/s = {ms_iter:.1f} ms/iter; median MFU {100 * mfu:.1f}% "
-          f"(matmul peak median {peak / 1e9:.0f} GFLOP/s)")
-    lo, hi = NANOGPT_TOKENS_PER_S
-    print(f"vs nanoGPT {lo:,}-{hi:,} tokens/s (~45% MFU): {tok_s / hi:.2f}x-{tok_s / lo:.2f}x "
-          "(target >= 1.15x, MFU >= 52%)")
-    append_result("throughput", f"{tok_s:,.0f} tok/s median of {a.repeats} ({ms_iter:.1f} ms/iter; runs "
-                  + ", ".join(f"{x:,.0f}" for x in rates) + f"), MFU {100 * mfu:.1f}% (median of runs, each "
-                  f"against the matmul peak measured just before it, median {peak / 1e9:.0f} GFLOP/s), "
-                  f"{tok_s / ((lo + hi) / 2):.2f}x nanoGPT's tokens/s")
 
 if __name__ == "__main__":
     main()

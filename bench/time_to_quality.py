@@ -89,8 +89,10 @@ def main() -> None:
     import torch
 
     import lmlib
+    from lmlib.runtime import keep_freed_memory
 
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as `lmlib train` does
     data = lmlib.load_data(a.data, tokenizer="char", val_fraction=0.1)
     runs = [run_once(data, a.preset, a.target, a.budget, a.eval_every, seed) for seed in range(a.repeats)]
     rows = [(i, r["steps"], f"{r['train_s']:.1f}", "-" if r["seconds"] is None else f"{r['seconds']:.1f}",

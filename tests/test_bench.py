@@ -1,6 +1,10 @@
-"""The benchmark scripts run (tiny settings) and record a row; their figures are not checked here."""
+"""The benchmark scripts run at tiny settings, append a row, and report figures that a
+broken run would get wrong (a model that does not learn, a baseline that trains
+something else, a token file read into memory)."""
 
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,21 +25,49 @@ def text(tmp_path):
 
 
 def run_bench(tmp_path, *args):
-    env = {**os.environ, "LMLIB_BENCH_RESULTS": str(tmp_path / "results.md"), "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "LMLIB_BENCH_RESULTS": str(tmp_path / "results.md"), "LMLIB_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| 20")]
     return done.stdout, rows
 
 
-def test_throughput_and_time_to_quality(tmp_path, text):
-    out, rows = run_bench(tmp_path, "bench/throughput.py", "--data", str(text), "--iters", "120", "--repeats", "1")
-    assert "MFU" in out and len(rows) == 1 and "| throughput |" in rows[0]
-    out, rows = run_bench(tmp_path, "bench/time_to_quality.py", "--data", str(text), "--preset", "tiny",
-                          "--target", "10", "--repeats", "1")
-    assert len(rows) == 2 and "| time-to-quality |" in rows[1] and "1/1" not in rows[1]  # reached: a median
+def test_throughput_lmlib_against_plain_loop(tmp_path, text):
+    out, rows = run_bench(tmp_path, "bench/throughput.py", "--data", text, "--preset", "tiny", "--iters", "30",
+                          "--warmup", "10", "--log-interval", "5", "--repeats", "1", "--threads", "1",
+                          "--peak-seconds", "0.2")
+    assert len(rows) == 1 and "| throughput |" in rows[0] and "lmlib/plain" in rows[0]
+    rate = {k: float(v.replace(",", "")) for k, v in re.findall(r"^ ?(lmlib|plain): median ([\d,]+) tokens/s", out, re.M)}
+    mfu = dict(re.findall(r"^ ?(lmlib|plain): median .* MFU ([\d.]+)%", out, re.M))
+    ratio = float(re.search(r"^lmlib/plain: ([\d.]+)", out, re.M).group(1))
+    assert rate["lmlib"] > 0 and rate["plain"] > 0
+    assert ratio == pytest.approx(rate["lmlib"] / rate["plain"], rel=2e-3)
+    assert all(0 < float(m) <= 100 for m in mfu.values()) and set(mfu) == {"lmlib", "plain"}
+    # both sides train the same model the same way: both learn, to about the same loss
+    loss = {k: float(v) for k, v in re.findall(r"^pair 0 +(lmlib|plain): .*final train loss ([\d.]+)", out, re.M)}
+    chance = math.log(len(set(text.read_text())))  # an untrained model's loss
+    assert max(loss.values()) < chance - 0.5, (loss, chance)
+    assert abs(loss["lmlib"] - loss["plain"]) < 0.25, loss
 
 
-def test_data_pipeline(tmp_path, text):
-    out, rows = run_bench(tmp_path, "bench/data_pipeline.py", "--data", str(text), "--mb", "1", "--big-gb", "0.01")
+def test_time_to_quality_needs_learning(tmp_path, text):
+    target = 2.5  # well below an untrained model's loss (ln of the vocabulary size, ~3.2), so it must train
+    assert target < math.log(len(set(text.read_text()))) - 0.5
+    out, rows = run_bench(tmp_path, "bench/time_to_quality.py", "--data", text, "--preset", "tiny",
+                          "--target", target, "--eval-every", "1", "--budget", "60", "--repeats", "1",
+                          "--threads", "1")
+    assert len(rows) == 1 and "| time-to-quality |" in rows[0]
+    assert f"to whole-split val <= {target}" in rows[0], rows[0]  # reached: a median time, not "0/1 runs"
+    best = float(re.search(r"best val per run ([\d.]+)", rows[0]).group(1))
+    assert best <= target
+
+
+def test_data_pipeline_memory_does_not_grow_with_the_token_file(tmp_path, text):
+    out, rows = run_bench(tmp_path, "bench/data_pipeline.py", "--data", text, "--mb", "1", "--big-gb", "0.05",
+                          "--train-steps", "10", "--threads", "1")
     assert "MB/s" in out and len(rows) == 1 and "| data-pipeline |" in rows[0]
+    # the 50 MB token file is read through a map, window by window: not loaded whole
+    difference = float(re.search(r"^difference ([-+\d]+) MB", out, re.M).group(1))
+    assert difference < 25, out
