@@ -11,6 +11,7 @@ lmlib is used but the model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -49,18 +50,30 @@ def train(
     grad_clip: float | None = 1.0,
     seed: int = 1337,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> GPT:
-    """Train a fresh GPT for `steps` updates; `on_step(step, loss)` after each (step counts from 1)."""
+    """Train a fresh GPT for `steps` updates; `on_step(step, loss)` after each (step counts from 1).
+
+    On a GPU (`device="cuda"`) it does what nanoGPT's train.py does there: batches
+    copied from pinned memory without waiting, autocast to `dtype` (bf16), and
+    torch's fused AdamW.
+    """
     torch.manual_seed(seed)
     data = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
-    model = GPT(model_config)
+    model = GPT(model_config).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+    fused = {"fused": True} if device.startswith("cuda") else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, **fused)
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype is not None else contextlib.nullcontext()
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, lr, min_lr, warmup_steps, steps)
         x, y = get_batch(data, batch_size, model_config.block_size)
-        _, loss = model(x, y)
+        if device.startswith("cuda"):
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        with autocast:
+            _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
