@@ -45,6 +45,11 @@ PRESETS: dict[str, dict] = {
     "shakespeare-char-cpu-long": dict(**_SHAKESPEARE_CHAR, n_layer=1, n_head=6, n_embd=192, batch_size=16,
                                       max_steps=3900, lr=5e-3, min_lr=5e-4, warmup_steps=50,
                                       eval_interval=500),
+    # nanoGPT's GPU recipe for character-level Tiny Shakespeare (6 layers, width 384,
+    # context 256, dropout 0.2), shortened to 2,500 steps: for one GPU (bench/gpu_check.sh).
+    "shakespeare-char-gpu": dict(**{**_SHAKESPEARE_CHAR, "block_size": 256}, n_layer=6, n_head=6, n_embd=384,
+                                 dropout=0.2, batch_size=64, max_steps=2500, lr=1e-3, min_lr=1e-4,
+                                 warmup_steps=100, eval_interval=250),
 }
 DATA_KEYS = {"val_fraction"}
 
