@@ -25,6 +25,8 @@ def test_install_cells_use_the_repository_of_config_yml():
         ("See [chapter 7](07_loss.ipynb) and chapters 8 and 9.", []),
         ("**Exercise 2.** Use `lr=3e-4` here.", []),
         ("1. first\n2. second", []),
+        ("**2.** In the diverged run, at step 3", ["3"]),
+        ("**2. Title.** costs 5", ["5"]),
         ("$\\tfrac{1}{2}x^2 \\approx 4.14$", ["4.14"]),
         ("```python\nx = 12345\n```\nafter", []),
         ("about 85% of it", ["85%"]),

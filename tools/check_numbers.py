@@ -10,7 +10,8 @@ the code that computed it, so that the text cannot drift from the run.
 Not checked, because they are not results:
 
 * code (inline and fenced), link targets, HTML tags and comments;
-* numbered-list markers and the chapter number of a heading;
+* numbered-list markers (also a bold ``**2.**`` opening a paragraph) and the
+  chapter number of a heading;
 * references to chapters and exercises ("chapter 7", "chapters 8 and 9",
   "Exercise 2");
 * integers up to 10 inside math (exponents, fractions, indices).
@@ -40,7 +41,7 @@ LINK_TARGET = re.compile(r"\]\([^)\s]*\)")
 URL = re.compile(r"https?://\S+")
 HTML = re.compile(r"<!--.*?-->|<[^>\n]+>", re.S)
 DIRECTIVE_OPTION = re.compile(r"^:\w[\w-]*:.*$", re.M)  # ":width: 80%" inside a directive
-LIST_MARKER = re.compile(r"^(\s*)\d+[.)](?=\s)", re.M)
+LIST_MARKER = re.compile(r"^(\s*(?:\*\*)?)\d+[.)](?=\s|\*\*)", re.M)  # "1. item", "**2.** Exercise"
 HEADING_NUMBER = re.compile(r"^(#+\s+)\d+(\.\d+)*\.?(?=\s)", re.M)
 CHAPTER_REF = re.compile(r"\b([Cc]hapters?|[Ee]xercises?|[Cc]ells?|§)\s+\d+((\s*(,|and|or|to|–|-)\s*)\d+)*(?!\w)")
 MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$", re.S)
