@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from lmlib.errors import LmlibError
 
 SCHEDULES = ("cosine", "linear", "constant")
-OPTIMIZERS = ("adamw", "adamw-scratch", "sgd")
+OPTIMIZERS = ("adamw", "adamw-scratch", "sgd", "muon")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 #: Settings a resumed run must share with the checkpoint it continues. The others
@@ -41,7 +41,7 @@ class TrainConfig:
     warmup_steps: int | None = None  # default: 10% of the run, at most 100
     schedule: str = "cosine"  # cosine | linear | constant
     schedule_steps: int | None = None  # the schedule's horizon; default: the run's length
-    optimizer: str = "adamw"  # adamw | adamw-scratch | sgd
+    optimizer: str = "adamw"  # adamw | adamw-scratch | sgd | muon
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.999

@@ -1,7 +1,9 @@
-"""Optimisation: parameter groups, a from-scratch AdamW, and the learning-rate schedule.
+"""Optimisation: parameter groups, a from-scratch AdamW, Muon, and the learning-rate schedule.
 
 The trainer uses `torch.optim.AdamW` for speed; `AdamW` below is the same algorithm
 written out to be read, and the tests check that the two agree step for step.
+`MuonWithAdamW` pairs `torch.optim.Muon` (for the blocks' weight matrices) with
+AdamW (for everything else) behind one optimizer's interface.
 """
 
 from __future__ import annotations
@@ -120,6 +122,72 @@ class AdamW(torch.optim.Optimizer):
         return loss
 
 
+def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(matrices for Muon, everything else): the 2-D weights inside the transformer blocks.
+
+    Muon orthogonalises a matrix's update, which only means something for a matrix that
+    maps one hidden space to another. Embeddings (a lookup table, here tied to the output
+    head), LayerNorm gains and biases stay with AdamW, as in Muon's reference recipe.
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise LmlibError("the muon optimizer needs a GPT-style model with `blocks`")
+    in_blocks = {id(p) for p in blocks.parameters() if p.ndim == 2 and p.requires_grad}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    matrices = [p for p in model.parameters() if id(p) in in_blocks and id(p) not in embeddings]
+    chosen = {id(p) for p in matrices}
+    return matrices, [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+
+
+class MuonWithAdamW:
+    """Two optimizers behind one: `torch.optim.Muon` for the matrices, AdamW for the rest.
+
+    It exposes what the trainer uses (`param_groups`, `step`, `zero_grad`, `state_dict`,
+    `load_state_dict`): setting a group's "lr" reaches both optimizers, so one schedule
+    drives both, and a checkpoint holds both states. Muon runs with
+    adjust_lr_fn="match_rms_adamw" (Moonshot's scaling, 0.2*sqrt(max(rows, cols))), which
+    gives its updates about the RMS of AdamW's, so the same learning rate suits both.
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer):
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        return self.muon, self.adamw
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self) -> dict:
+        return {**self.muon.state, **self.adamw.state}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"muon", "adamw"}:
+            raise LmlibError("this optimizer state is not a muon run's (it lacks the muon and adamw parts)")
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
+
+
 def build_optimizer(
     model: nn.Module,
     name: str = "adamw",
@@ -130,22 +198,36 @@ def build_optimizer(
     momentum: float = 0.0,
     fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """`adamw` (torch's, fastest), `adamw-scratch` (the class above) or `sgd`.
+    """`adamw` (torch's, fastest), `adamw-scratch` (the class above), `sgd` or `muon`.
+
+    `muon`: `torch.optim.Muon` (momentum 0.95, Nesterov, weight decay `weight_decay`)
+    for the weight matrices of the blocks, AdamW for the rest, as one `MuonWithAdamW`.
 
     `fused` (default: when every parameter is on a CPU or CUDA device) makes torch's
     AdamW update all parameters in one kernel instead of a dozen small operations per
     tensor. It is the same update, rounded in a slightly different order.
     """
-    groups = param_groups(model, weight_decay)
     if fused is None:
         fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
+    if name == "muon":
+        matrices, rest = muon_split(model)
+        decay = {id(p) for p in param_groups(model, weight_decay)[0]["params"]}
+        adamw_groups = [
+            {"params": [p for p in rest if id(p) in decay], "weight_decay": weight_decay},
+            {"params": [p for p in rest if id(p) not in decay], "weight_decay": 0.0},
+        ]
+        adamw_groups = [g for g in adamw_groups if g["params"]]
+        muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+        adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps, fused=fused)
+        return MuonWithAdamW(muon, adamw)
+    groups = param_groups(model, weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
     if name == "adamw-scratch":
         return AdamW(groups, lr=lr, betas=betas, eps=eps)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    raise LmlibError(f"unknown optimizer {name!r}: choose adamw, adamw-scratch or sgd")
+    raise LmlibError(f"unknown optimizer {name!r}: choose adamw, adamw-scratch, sgd or muon")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
