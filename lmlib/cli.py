@@ -115,7 +115,7 @@ def _unescape(text: str) -> str:
 def _default_prompt(tokenizer) -> str:
     """A prompt every model of this tokenizer can start from: a line break, else a sentence end."""
     for symbol in ("\n", "."):
-        if symbol in tokenizer.stoi:
+        if symbol in tokenizer.stoi or getattr(tokenizer, "byte_level", False):  # bpe: any text
             return symbol
     return tokenizer.vocab[0]
 
@@ -148,7 +148,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     tk = subs["tokenize"]
     tk.add_argument("text_file")
     tk.add_argument("--out", help="output path without suffix (default: next to the text file)")
-    tk.add_argument("--tokenizer", choices=["char", "word"], default="char")
+    tk.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
+    tk.add_argument("--vocab-size", type=int, help="bpe: vocabulary size, 256 bytes + merges + 1 special (default 512)")
     return parser
 
 
@@ -159,7 +160,9 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
 
     t.add_argument("data", help="'synthetic', 'shakespeare', a UTF-8 text file, or a token file (.bin)")
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe; other flags override it")
-    t.add_argument("--tokenizer", choices=["char", "word"], default="char", help="for text files (default char)")
+    t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
+                   help="for text files (default char; bpe: byte-level BPE trained on the file)")
+    t.add_argument("--vocab-size", type=int, help="bpe: vocabulary size, 256 bytes + merges + 1 special (default 512)")
     t.add_argument("--n-tokens", type=int, help="synthetic corpus size in tokens (default 200000)")
     t.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic corpus")
     t.add_argument("--val-fraction", type=float, default=None,
@@ -219,9 +222,21 @@ def cmd_train(a: argparse.Namespace) -> int:
     val_fraction = a.val_fraction
     if val_fraction is None:
         val_fraction = PRESETS.get(a.preset or "", {}).get("val_fraction", 0.2)
-    data = load_data(a.data, tokenizer=a.tokenizer, n_tokens=a.n_tokens, seed=a.data_seed,
-                     val_fraction=val_fraction, holdout=a.holdout)
-    keys = {f.name for f in fields(GPTConfig)} | {f.name for f in fields(TrainConfig)}
+    if a.tokenizer == "bpe" and a.data != "synthetic" and Path(a.data).suffix not in (".bin", ".json"):
+        from lmlib import data as D
+
+        source = a.data
+        if source == "shakespeare":
+            from lmlib.download import download_tiny_shakespeare
+
+            source = str(download_tiny_shakespeare())
+        data = D.prepare_text(source, kind="bpe", vocab_size=a.vocab_size, val_fraction=val_fraction)
+    else:
+        if a.vocab_size is not None:
+            raise LmlibError("--vocab-size sets a bpe tokenizer's size: use it with --tokenizer bpe and a text file")
+        data = load_data(a.data, tokenizer=a.tokenizer, n_tokens=a.n_tokens, seed=a.data_seed,
+                         val_fraction=val_fraction, holdout=a.holdout)
+    keys = ({f.name for f in fields(GPTConfig)} - {"vocab_size"}) | {f.name for f in fields(TrainConfig)}
     settings = {k: v for k, v in vars(a).items() if k in keys and v is not None}
     if a.extend:
         settings["extend"] = True
@@ -263,13 +278,16 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         if path.suffix in (".bin", ".json"):
             tf = D.load_token_file(path)
             if tf.tokenizer.to_dict() != tok.to_dict():
-                raise LmlibError(f"{path} was tokenized with another vocabulary than the model's")
-            tokens = tf.tokens
+                raise LmlibError(f"{path} was tokenized with a {tf.tokenizer.kind} tokenizer of {tf.tokenizer.vocab_size} "
+                                 f"tokens, not the model's ({tok.kind}, {tok.vocab_size} tokens): pass the text file "
+                                 "instead, it is then encoded with the model's own tokenizer")
+            tokens, meta = tf.tokens, tf.meta
         else:  # encode with the model's own tokenizer, in a scratch folder
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
-                tokens = np.array(D.tokenize_file(path, Path(tmp) / "eval", tokenizer=tok).tokens)
+                tf = D.tokenize_file(path, Path(tmp) / "eval", tokenizer=tok)
+                tokens, meta = np.array(tf.tokens), tf.meta
     elif state.get("data_name", "").startswith("synthetic"):
         raise LmlibError("pass --data: the synthetic corpus settings are not stored in the checkpoint")
     else:
@@ -286,8 +304,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         train, val = D.split_tokens(tokens, D.DEFAULT_VAL_FRACTION if a.val_fraction is None else a.val_fraction)
     split = val if a.split == "val" else train
     r = estimate_loss(model, split, a.batch_size, model.config.block_size, max_batches=None)
+    from lmlib.metrics import bits_per_byte
+
+    bpb = bits_per_byte(r["loss"], D.split_tokens_per_byte(split, tok, meta))
     print(f"{a.split}: loss {r['loss']:.4f}  perplexity {r['perplexity']:.2f}"
-          f"  accuracy {r['accuracy']:.3f}  ({r['tokens']:,} tokens)")
+          f"  accuracy {r['accuracy']:.3f}  ({r['tokens']:,} tokens)"
+          + ("" if bpb is None else f"  bits per byte {bpb:.4f}"))
     return 0
 
 
@@ -309,7 +331,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 def cmd_tokenize(a: argparse.Namespace) -> int:
     from lmlib import data as D
 
-    tf = D.tokenize_file(a.text_file, a.out, kind=a.tokenizer)
+    tf = D.tokenize_file(a.text_file, a.out, kind=a.tokenizer, vocab_size=a.vocab_size)
     print(f"{tf.meta['n_tokens']:,} tokens, vocabulary {tf.meta['vocab_size']} -> {tf.bin_path}")
     return 0
 

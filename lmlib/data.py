@@ -97,16 +97,23 @@ def _map_part(tokens: np.memmap, start: int, count: int) -> np.ndarray:
 
 
 def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | None = None,
-                 val_fraction: float = DEFAULT_VAL_FRACTION) -> TokenData:
+                 val_fraction: float = DEFAULT_VAL_FRACTION, vocab_size: int | None = None) -> TokenData:
     """Tokenize a text file once (cached) and split it into train/val.
 
     The token file lives in ``cache_dir`` (default ``<lmlib cache>/tokens``) as
     ``<stem>-<sha256 prefix>-<kind>``; it is reused while the text's sha256 and kind match.
+    kind "bpe" trains a byte-level BPE tokenizer of ``vocab_size`` (default 512) on the
+    file (`lmlib.bpe`, fast backend), cached as ``...-bpe<vocab_size>``.
     """
     src = _check_source(path)
     tokenizer_class(kind)  # fail early on a bad kind
+    if kind == "bpe":
+        vocab_size = 512 if vocab_size is None else vocab_size
+    elif vocab_size is not None:
+        raise LmlibError(f"vocab_size is for a bpe tokenizer; a {kind} tokenizer's vocabulary is the text's symbols")
     sha = sha256_file(src)
-    base = Path(cache_dir if cache_dir is not None else default_cache_dir() / "tokens") / f"{src.stem}-{sha[:16]}-{kind}"
+    tag = f"bpe{vocab_size}" if kind == "bpe" else kind
+    base = Path(cache_dir if cache_dir is not None else default_cache_dir() / "tokens") / f"{src.stem}-{sha[:16]}-{tag}"
     tf = None
     if _paths(base)[1].exists():
         try:
@@ -116,10 +123,47 @@ def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | N
         if tf is not None and (tf.meta.get("source_sha256") != sha or tf.tokenizer.kind != kind):
             tf = None
     if tf is None:
-        tf = tokenize_file(src, base, kind=kind)
+        tf = tokenize_file(src, base, kind=kind, vocab_size=vocab_size)
     train, val = split_tokens(tf.tokens, val_fraction)
     meta = {**tf.meta, "token_file": str(tf.bin_path), "val_fraction": val_fraction}
     return TokenData(train=train, val=val, tokenizer=tf.tokenizer, name=src.stem, meta=meta)
+
+
+def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray | None:
+    """UTF-8 bytes of each token id's text, for tokenizers that keep every byte of the
+    text (char, bpe; special tokens count 0); None for a word tokenizer (it drops spaces)."""
+    if tokenizer.kind == "char":
+        return np.array([len(c.encode("utf-8", "surrogatepass")) for c in tokenizer.vocab], dtype=np.int64)
+    if tokenizer.kind == "bpe":
+        tb = tokenizer.token_bytes  # type: ignore[attr-defined]
+        return np.array([len(b) for b in tb] + [0] * (tokenizer.vocab_size - len(tb)), dtype=np.int64)
+    return None
+
+
+def tokens_per_byte(data: TokenData) -> float | None:
+    """Tokens per byte of text of the data's validation split (the training split's if
+    there is no validation split), to turn a loss per token into bits per byte.
+
+    Exact for char and BPE tokens (each knows its bytes); the whole file's ratio for word
+    tokens of a text or token file; None for the synthetic corpus, which is words, not text.
+    """
+    if data.corpus is not None or data.meta.get("source") == "synthetic":
+        return None
+    return split_tokens_per_byte(data.val if len(data.val) else data.train, data.tokenizer, data.meta)
+
+
+def split_tokens_per_byte(tokens: np.ndarray, tokenizer: Tokenizer, meta: dict | None = None) -> float | None:
+    """Tokens per byte of these tokens' text (see `tokens_per_byte`); ``meta``: a token file's sidecar."""
+    meta = meta or {}
+    lengths = token_byte_lengths(tokenizer)
+    if lengths is not None and len(tokens):
+        counts = np.zeros(len(lengths), dtype=np.int64)
+        for i in range(0, len(tokens), 1 << 22):  # in slices: a token file's split may be bigger than RAM
+            counts += np.bincount(np.asarray(tokens[i:i + (1 << 22)]), minlength=len(lengths))
+        n_bytes = int(counts @ lengths)
+        return len(tokens) / n_bytes if n_bytes else None
+    n, size = meta.get("n_tokens"), meta.get("source_bytes")
+    return n / size if isinstance(n, int) and isinstance(size, int) and size > 0 else None
 
 
 # --- batches -----------------------------------------------------------------------------------

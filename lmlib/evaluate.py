@@ -90,7 +90,8 @@ def next_token_distribution(
     probs = next_token_probs(model, tokenizer, prompt)
     k = len(probs) if k is None else min(k, len(probs))
     top = torch.topk(probs, k)
-    return [(tokenizer.vocab[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    name = getattr(tokenizer, "token_text", tokenizer.vocab.__getitem__)  # bpe: the text, not "Ġthe"
+    return [(name(i), p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
 
 
 @torch.no_grad()

@@ -12,8 +12,14 @@ The file holds parallel lists, one entry per logging step:
     grad_norm      gradient norm (before clipping) of the last update
     val_perplexity, val_accuracy   exp(val_loss) and next-token accuracy, or null
     elapsed        seconds since the run started (not counting previous sessions)
+    val_bits_per_byte   the validation loss in bits per byte of text (see `bits_per_byte`),
+                   right after val_loss; only when the data's bytes are known (a text or
+                   token file: ``config.data.tokens_per_byte``), not for the synthetic corpus
 
 plus `config` (model, training and data settings), `status` and `best`.
+
+Bits per byte make runs with different tokenizers comparable: a loss per token
+depends on how much text a token holds, a loss per byte of the same text does not.
 
 The file is always strict JSON: `write_metrics` stores a non-finite number (the NaN
 or infinite loss of a diverged run) as null, exactly like a value that was not
@@ -48,13 +54,36 @@ def new_metrics(config: dict) -> dict:
     return m
 
 
+def bits_per_byte(loss: float | None, tokens_per_byte: float | None) -> float | None:
+    """A loss in nats per token as bits per byte of text: loss x tokens per byte / ln 2."""
+    if loss is None or tokens_per_byte is None:
+        return None
+    return loss * tokens_per_byte / math.log(2)
+
+
+def with_bits_per_byte(metrics: dict) -> dict:
+    """``metrics`` with ``val_bits_per_byte`` (derived from val_loss) placed after val_loss,
+    when the data's tokens per byte are known; otherwise ``metrics`` unchanged."""
+    tpb = metrics.get("config", {}).get("data", {}).get("tokens_per_byte")
+    if tpb is None or not isinstance(metrics.get("val_loss"), list):
+        return metrics
+    out: dict = {}
+    for key, value in metrics.items():
+        if key == "val_bits_per_byte":
+            continue
+        out[key] = value
+        if key == "val_loss":
+            out["val_bits_per_byte"] = [bits_per_byte(v, tpb) for v in value]
+    return out
+
+
 def write_metrics(path: str | Path, metrics: dict) -> None:
     """Rewrite the file atomically and durably: a reader never sees half a file.
 
     NaN and infinity, which JSON cannot hold, are written as null (``metrics``
-    itself is left as it is).
+    itself is left as it is). ``val_bits_per_byte`` is derived here from val_loss.
     """
-    atomic_write_json(path, finite_or_none(metrics))
+    atomic_write_json(path, finite_or_none(with_bits_per_byte(metrics)))
 
 
 def finite_or_none(value):
@@ -131,6 +160,10 @@ def summarize(metrics: dict) -> dict:
         "elapsed": metrics.get("elapsed", [None])[-1] if metrics.get("elapsed") else None,
     }
     s["final_val_perplexity"] = math.exp(vl[-1]) if vl else None
+    tpb = metrics.get("config", {}).get("data", {}).get("tokens_per_byte")
+    s["tokens_per_byte"] = tpb
+    s["final_val_bits_per_byte"] = bits_per_byte(s["final_val_loss"], tpb)
+    s["best_val_bits_per_byte"] = bits_per_byte(s["best_val_loss"], tpb)
     s["overfitting_gap"] = (vl[-1] - train_loss_near(metrics, vsteps[-1])) if vl else None
     return s
 
@@ -228,6 +261,11 @@ def format_report(metrics: dict) -> str:
         f"reduction            {f(s['reduction'])}  ({s['reduction_pct']:.1f}%)",
         f"final val loss       {f(s['final_val_loss'])}  (perplexity {f(s['final_val_perplexity'], '.2f')})",
         f"best val loss        {f(s['best_val_loss'])}  at step {s['best_step'] if s['best_step'] is not None else '-'}",
+    ]
+    if s["final_val_bits_per_byte"] is not None:
+        lines.append(f"val bits per byte    final {f(s['final_val_bits_per_byte'])}, best "
+                     f"{f(s['best_val_bits_per_byte'])}  ({s['tokens_per_byte']:.4f} tokens per byte)")
+    lines += [
         f"learning rate        max {f(s['lr_max'], '.3g')}, final {f(s['lr_final'], '.3g')}",
     ]
     if s["tokens"] is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,11 +53,14 @@ def _utf8_cut(buf: bytes) -> int:
     return len(buf)  # only continuation bytes: invalid, let the decoder report it
 
 
-def _iter_text(path: Path, chunk_bytes: int, whole_words: bool, hasher: Any = None) -> Iterator[tuple[str, int]]:
+def _iter_text(path: Path, chunk_bytes: int, whole_words: bool | Callable[[str], int],
+               hasher: Any = None) -> Iterator[tuple[str, int]]:
     """Yield (text, character offset) chunks of a UTF-8 file, checking it as we go.
 
     A chunk never ends inside a UTF-8 sequence and, with whole_words, never
     inside a word (it ends just after whitespace), so tokens never straddle chunks.
+    whole_words may also be a function giving where a text may be cut (0: nowhere yet),
+    such as `lmlib.bpe.safe_cut`.
     """
     carry_bytes, carry_text = b"", ""
     byte_pos = char_pos = 0  # byte offset of carry_bytes, characters yielded so far
@@ -80,7 +83,9 @@ def _iter_text(path: Path, chunk_bytes: int, whole_words: bool, hasher: Any = No
                                  "re-save it as UTF-8") from None
             byte_pos, carry_bytes = byte_pos + cut, buf[cut:]
             k = len(text)
-            if whole_words and not eof:
+            if callable(whole_words) and not eof:
+                k = whole_words(text)
+            elif whole_words and not eof:
                 while k > 0 and not text[k - 1].isspace():  # back up over the last, maybe partial, word
                     k -= 1
             carry_text = text[k:]
@@ -115,11 +120,13 @@ class TokenFile:
 
 
 def tokenize_file(text_path: str | Path, out_path: str | Path | None = None, kind: str | None = None,
-                  tokenizer: Tokenizer | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> TokenFile:
+                  tokenizer: Tokenizer | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                  vocab_size: int | None = None, bpe_backend: str = "fast") -> TokenFile:
     """Tokenize a UTF-8 text file of any size into ``<out>.bin`` + ``<out>.json``.
 
-    kind: "char" (default) or "word"; it is fitted on the file in a first pass
-    unless ``tokenizer`` is given. out_path defaults to ``<text dir>/<stem>.<kind>``.
+    kind: "char" (default), "word" or "bpe"; it is fitted on the file in a first pass
+    unless ``tokenizer`` is given (a "bpe" one with ``vocab_size``, default 512, trained by
+    ``bpe_backend``, "fast" or "scratch"). out_path defaults to ``<text dir>/<stem>.<kind>``.
     Both files are written atomically (`lmlib.fsutil`), so an interrupted run never
     leaves a half-written token file.
     """
@@ -130,9 +137,17 @@ def tokenize_file(text_path: str | Path, out_path: str | Path | None = None, kin
     cls = tokenizer_class(kind)
     if chunk_bytes < 16:
         raise LmlibError(f"chunk_bytes must be at least 16, got {chunk_bytes}")
-    whole_words = kind == "word"
+    whole_words: bool | Callable[[str], int] = kind == "word"
+    if kind == "bpe":
+        from lmlib.bpe import safe_cut
+
+        whole_words = safe_cut  # chunks cut where BPE's pre-split is unchanged
+    elif vocab_size is not None:
+        raise LmlibError(f"vocab_size is for a bpe tokenizer; a {kind} tokenizer's vocabulary is the text's symbols")
     if tokenizer is None:  # first pass: collect the vocabulary chunk by chunk
-        tokenizer = cls.fit_chunks(text for text, _ in _iter_text(src, chunk_bytes, whole_words))
+        chunks = (text for text, _ in _iter_text(src, chunk_bytes, whole_words))
+        extra = {"vocab_size": 512 if vocab_size is None else vocab_size, "backend": bpe_backend} if kind == "bpe" else {}
+        tokenizer = cls.fit_chunks(chunks, **extra)
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
     bin_path, json_path = _paths(out_path if out_path is not None else src.with_name(f"{src.stem}.{kind}"))
     hasher, n_tokens = hashlib.sha256(), 0

@@ -249,13 +249,20 @@ class WordTokenizer(Tokenizer):
         return {**super().to_dict(), "lowercase": self.lowercase, "unk": self.unk}
 
 
-def tokenizer_class(kind: str) -> type[CharTokenizer] | type[WordTokenizer]:
-    """The tokenizer class for a kind name ("char" or "word")."""
+KINDS = ("char", "word", "bpe")
+
+
+def tokenizer_class(kind: str) -> type[Tokenizer]:
+    """The tokenizer class for a kind name ("char", "word" or "bpe", byte-level BPE in `lmlib.bpe`)."""
     if kind == "char":
         return CharTokenizer
     if kind == "word":
         return WordTokenizer
-    raise LmlibError(f"unknown tokenizer kind {kind!r}; use 'char' or 'word'")
+    if kind == "bpe":
+        from lmlib.bpe import BPETokenizer  # (lmlib.bpe imports this module)
+
+        return BPETokenizer
+    raise LmlibError(f"unknown tokenizer kind {kind!r}; use 'char', 'word' or 'bpe'")
 
 
 def tokenizer_from_dict(d: Any) -> Tokenizer:
@@ -266,6 +273,8 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
     if not isinstance(vocab, list) or not all(isinstance(s, str) for s in vocab):
         raise LmlibError("a tokenizer's 'vocab' must be a list of strings; re-save the tokenizer")
     cls = tokenizer_class(d["kind"])
+    if d["kind"] == "bpe":
+        return cls._from_dict(d)
     if cls is WordTokenizer:
         return WordTokenizer(vocab, lowercase=bool(d.get("lowercase", False)), unk=bool(d.get("unk", False)))
     return cls(vocab)

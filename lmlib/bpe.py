@@ -1,0 +1,402 @@
+"""Byte-level BPE (byte-pair encoding): the tokenizer of GPT-2 and most language models since.
+
+The idea fits in three sentences. Text is UTF-8 bytes, so the 256 byte values are
+the starting vocabulary and any text whatsoever can be encoded (no unknown symbol,
+ever). Training repeatedly finds the most frequent pair of adjacent tokens in the
+training text and makes it a new token, until the vocabulary has the size asked for.
+Encoding new text applies the same merges, in the order they were learned.
+
+Two details make it work well:
+
+- **Pre-split.** Before any merge, the text is cut into pieces with a regular
+  expression like GPT-2's (``PATTERN``): a word with the space in front of it,
+  a run of digits, a run of punctuation, a run of whitespace. Merges never cross a
+  piece boundary, so tokens are word parts, not "d th" spanning two words.
+- **Special tokens** (by default ``<|endoftext|>``) get ids of their own after the
+  merges. Ordinary text never encodes to them (a text containing the characters
+  "<|endoftext|>" encodes them as bytes); ``encode(..., allow_special=True)`` and
+  ``encode_documents`` put them in on purpose, to mark where a document ends.
+
+Two backends sit behind one tokenizer class, `BPETokenizer`:
+
+- ``"scratch"``: the pure-Python code in this module, written to be read
+  (`pair_counts`, `merge_pair`, `train_merges`, `encode_piece`).
+- ``"fast"``: the Hugging Face ``tokenizers`` library (Rust), for real corpora. It
+  trains its own merges (with the same pre-split), and encodes the distinct pieces of
+  a text. Both backends pre-split with Python's ``re`` and encode each distinct piece
+  once, so given the same merges they give the same ids.
+
+A saved tokenizer is JSON: ``{"kind": "bpe", "vocab": [...], "merges": [[a, b], ...],
+"special_tokens": [...], "pattern": ..., "backend": ...}``. The vocabulary's strings
+write each byte as one printable character (GPT-2's convention, `bytes_to_unicode`),
+so "Ġthe" is the token " the" and "Ċ" is a newline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from lmlib.errors import LmlibError
+from lmlib.tokenizers import Tokenizer
+
+__all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "encode_piece", "merge_pair",
+           "pair_counts", "pre_split", "safe_cut", "train_merges"]
+
+#: GPT-2's pre-split, in Python's ``re`` syntax (GPT-2 uses \\p{L} and \\p{N}, which ``re``
+#: lacks): contractions, a word with an optional space in front, a number, a run of other
+#: symbols (underscore and combining marks included), whitespace not followed by a word
+#: (so that " word" keeps its space), other whitespace; the last branch matches any one
+#: character, so that every character of every text lands in some piece.
+PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+|[\s\S]"""
+EOT = "<|endoftext|>"
+BACKENDS = ("scratch", "fast")
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table: each of the 256 byte values as one printable character.
+
+    Printable ASCII and Latin-1 bytes stand for themselves; the others (control
+    characters, space, ...) are shifted to code points 256 and up, so " " is "Ġ"
+    and "\\n" is "Ċ". A token's bytes then read as a short, visible string.
+    """
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _unicode_to_bytes() -> dict[str, int]:
+    return {s: b for b, s in bytes_to_unicode().items()}
+
+
+# --- the from-scratch trainer: short functions, meant to be read ---------------------------------
+
+def pre_split(text: str, pattern: str = PATTERN) -> list[str]:
+    """Cut text into the pieces that merges may not cross (words, numbers, symbols, spaces)."""
+    return re.findall(pattern, text)
+
+
+def pair_counts(words: dict[tuple[int, ...], int]) -> Counter:
+    """How often each pair of adjacent tokens occurs, over words given with their counts."""
+    counts: Counter = Counter()
+    for word, n in words.items():
+        for pair in zip(word, word[1:]):
+            counts[pair] += n
+    return counts
+
+
+def merge_pair(word: Sequence[int], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
+    """The word with every occurrence of ``pair`` (left to right) replaced by ``new_id``."""
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+def _best_pair(counts: dict[tuple[int, int], int]) -> tuple[int, int]:
+    # The most frequent pair; on a tie, the one with the smallest ids (so training is deterministic).
+    return max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+
+
+def train_merges(word_counts: dict[str, int], n_merges: int) -> list[tuple[int, int]]:
+    """Learn up to ``n_merges`` merges from pre-split pieces and their counts.
+
+    Token ids 0-255 are the bytes; merge number k creates token 256 + k. This is the
+    textbook loop (count the pairs, merge the most frequent, repeat), made fast by
+    keeping the pair counts up to date: after a merge, only the words that held the
+    merged pair are recounted, instead of the whole text. It stops early when no
+    pair occurs twice (merging a pair seen once gains nothing).
+    """
+    words = [tuple(piece.encode("utf-8")) for piece in word_counts]
+    freqs = list(word_counts.values())
+    counts: Counter = Counter()
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of words holding it
+    for i, (word, n) in enumerate(zip(words, freqs)):
+        for pair in zip(word, word[1:]):
+            counts[pair] += n
+            where[pair].add(i)
+    merges: list[tuple[int, int]] = []
+    while len(merges) < n_merges and counts:
+        pair = _best_pair(counts)
+        if counts[pair] < 2:
+            break
+        new_id = 256 + len(merges)
+        merges.append(pair)
+        for i in where.pop(pair):
+            word, n = words[i], freqs[i]
+            merged = merge_pair(word, pair, new_id)
+            if merged == word:  # a stale entry: this word lost the pair to an earlier merge
+                continue
+            for p in zip(word, word[1:]):  # forget the old word's pairs ...
+                counts[p] -= n
+                if counts[p] <= 0:
+                    del counts[p]
+            for p in zip(merged, merged[1:]):  # ... and count the new word's
+                counts[p] += n
+                where[p].add(i)
+            words[i] = merged
+        counts.pop(pair, None)
+    return merges
+
+
+def encode_piece(piece_bytes: bytes, ranks: dict[tuple[int, int], int]) -> list[int]:
+    """Encode one pre-split piece: start from its bytes and apply the learned merges.
+
+    At each step the pair that was learned *earliest* (lowest rank) is merged, which
+    replays training's merges in their order; it stops when no pair is a known merge.
+    """
+    word = list(piece_bytes)
+    while len(word) > 1:
+        pairs = [(ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(word, word[1:]))]
+        rank, i = min(pairs)
+        if rank == 1 << 30:
+            break
+        word = list(merge_pair(word, (word[i], word[i + 1]), 256 + rank))
+    return word
+
+
+def safe_cut(text: str) -> int:
+    """The largest k such that ``pre_split(text[:k]) + pre_split(text[k:]) == pre_split(text)``
+    is guaranteed (0 if none): just after a newline that has a non-space character on
+    both sides. Big texts are encoded in chunks cut there."""
+    k = len(text)
+    while True:
+        k = text.rfind("\n", 0, k)
+        if k <= 0:
+            return 0
+        if k + 1 < len(text) and not text[k - 1].isspace() and not text[k + 1].isspace():
+            return k + 1
+
+
+# --- the tokenizer -------------------------------------------------------------------------------
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE: ids 0-255 are bytes, then one id per merge, then the special tokens.
+
+    Build one with `BPETokenizer.train(text, vocab_size)` (or `fit`, or `fit_chunks`
+    for a file read piece by piece). ``backend="scratch"`` trains and encodes with
+    the Python code of this module; ``backend="fast"`` with Hugging Face ``tokenizers``.
+    """
+
+    kind = "bpe"
+    byte_level = True  # decode() may be given ids that cut a character in two (see decode)
+
+    def __init__(self, merges: Sequence[Sequence[int]], special_tokens: Sequence[str] = (EOT,),
+                 pattern: str = PATTERN, backend: str = "scratch") -> None:
+        if backend not in BACKENDS:
+            raise LmlibError(f"unknown BPE backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self.merges: list[tuple[int, int]] = [(int(a), int(b)) for a, b in merges]
+        for k, (a, b) in enumerate(self.merges):
+            if not (0 <= a < 256 + k and 0 <= b < 256 + k):
+                raise LmlibError(f"BPE merge {k} ({a}, {b}) refers to a token not made yet; the tokenizer file is corrupt")
+        self.special_tokens = list(special_tokens)
+        self.pattern, self.backend = pattern, backend
+        # Each token's bytes: a byte, or the concatenation of the two tokens a merge joined.
+        self.token_bytes: list[bytes] = [bytes([b]) for b in range(256)]
+        for a, b in self.merges:
+            self.token_bytes.append(self.token_bytes[a] + self.token_bytes[b])
+        to_str = bytes_to_unicode()
+        if len(set(self.special_tokens)) != len(self.special_tokens):
+            raise LmlibError(f"the BPE special tokens {self.special_tokens} hold a duplicate; give each once")
+        # Not Tokenizer.__init__: two merges may (rarely) build the same bytes, e.g. (ab, c) and (a, bc);
+        # they are different ids with the same text, and stoi keeps the first.
+        self.vocab: list[str] = ["".join(to_str[c] for c in tb) for tb in self.token_bytes] + self.special_tokens
+        self.stoi: dict[str, int] = {}
+        for i, s in enumerate(self.vocab):
+            self.stoi.setdefault(s, i)
+        self.ranks = {pair: k for k, pair in enumerate(self.merges)}
+        self.special_ids = {s: 256 + len(self.merges) + i for i, s in enumerate(self.special_tokens)}
+        self._regex = re.compile(pattern)
+        self._cache: dict[str, list[int]] = {}
+        self._fast: Any = None
+
+    # ---- training ------------------------------------------------------------------------------
+    @classmethod
+    def train(cls, text: str, vocab_size: int, special_tokens: Sequence[str] = (EOT,),
+              backend: str = "scratch") -> BPETokenizer:
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``."""
+        return cls.fit_chunks([text], vocab_size=vocab_size, special_tokens=special_tokens, backend=backend)
+
+    @classmethod
+    def fit(cls, text: str, vocab_size: int = 512, special_tokens: Sequence[str] = (EOT,),
+            backend: str = "scratch") -> BPETokenizer:
+        return cls.train(text, vocab_size, special_tokens, backend)
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[str], vocab_size: int = 512, special_tokens: Sequence[str] = (EOT,),
+                   backend: str = "scratch") -> BPETokenizer:
+        """Train on text given piece by piece (chunks should be cut with `safe_cut`)."""
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+            raise LmlibError(f"vocab_size must be an integer, got {vocab_size!r}")
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 0:
+            raise LmlibError(f"a byte-level BPE vocabulary holds the 256 bytes and {len(special_tokens)} special "
+                             f"token(s): vocab_size must be at least {256 + len(special_tokens)}, got {vocab_size}")
+        if backend == "fast":
+            return cls(_train_fast(chunks, n_merges), special_tokens, PATTERN, "fast")
+        if backend != "scratch":
+            raise LmlibError(f"unknown BPE backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        word_counts: Counter = Counter()
+        for chunk in chunks:
+            word_counts.update(pre_split(chunk))
+        if not word_counts:
+            raise LmlibError("cannot train a BPE tokenizer on empty text; give it some text")
+        return cls(train_merges(word_counts, n_merges), special_tokens, PATTERN, "scratch")
+
+    # ---- encoding and decoding -----------------------------------------------------------------
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        return self.encode_array(text, allow_special).tolist()
+
+    def encode_array(self, text: str, allow_special: bool = False) -> np.ndarray:
+        """Text to token ids. Special-token strings in the text are ordinary text unless
+        ``allow_special``; then each becomes its special id."""
+        if allow_special and self.special_tokens:
+            parts = re.split("(" + "|".join(map(re.escape, self.special_tokens)) + ")", text)
+            out = [np.array([self.special_ids[p]], np.int32) if i % 2 else self._encode_ordinary(p)
+                   for i, p in enumerate(parts) if p]
+            return np.concatenate(out) if out else np.zeros(0, np.int32)
+        return self._encode_ordinary(text)
+
+    def encode_documents(self, docs: Iterable[str], separator: str = EOT) -> np.ndarray:
+        """Several documents, each followed by the special token ``separator``."""
+        if separator not in self.special_ids:
+            raise LmlibError(f"{separator!r} is not one of this tokenizer's special tokens {self.special_tokens}")
+        sep = np.array([self.special_ids[separator]], np.int32)
+        return np.concatenate([a for d in docs for a in (self._encode_ordinary(d), sep)] or [np.zeros(0, np.int32)])
+
+    def _encode_ordinary(self, text: str) -> np.ndarray:
+        # 1. Pre-split (Python's re, the same for both backends, so they give the same ids).
+        pieces = self._regex.findall(text)
+        if not pieces:
+            return np.zeros(0, np.int32)
+        # 2. Encode each *distinct* piece once: a text of a million pieces has a few thousand.
+        index = dict.fromkeys(pieces)
+        missing = [p for p in index if p not in self._cache]
+        if missing:
+            self._remember(missing, self._encode_pieces(missing))
+        toks = [self._cache[p] for p in index]
+        for i, p in enumerate(index):
+            index[p] = i
+        # 3. Lay the pieces' token lists end to end, in numpy (no Python loop over the pieces).
+        which = np.array(list(map(index.__getitem__, pieces)), dtype=np.int64)
+        lens = np.array([len(t) for t in toks], dtype=np.int64)
+        flat = np.fromiter(chain.from_iterable(toks), dtype=np.int32, count=int(lens.sum()))
+        ends = np.cumsum(lens)
+        n = lens[which]
+        out_ends = np.cumsum(n)
+        return flat[np.repeat(ends[which] - out_ends, n) + np.arange(out_ends[-1])]
+
+    def _encode_pieces(self, pieces: list[str]) -> list[list[int]]:
+        if self.backend == "fast":
+            return [e.ids for e in self._fast_tokenizer().encode_batch(pieces)]
+        return [encode_piece(p.encode("utf-8"), self.ranks) for p in pieces]
+
+    def _remember(self, pieces: list[str], toks: list[list[int]]) -> None:
+        if len(self._cache) + len(pieces) > 1_000_000:  # a bound on memory for huge corpora
+            self._cache.clear()
+        self._cache.update(zip(pieces, toks))
+
+    def _fast_tokenizer(self):
+        if self._fast is None:
+            self._fast = _hf_tokenizer(self.vocab[:256 + len(self.merges)], self.merges)
+        return self._fast
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Ids to text. Ids cut from the middle of a sequence may split a character's
+        bytes; such partial characters decode as U+FFFD (the replacement character)."""
+        arr = self._check_ids(ids)
+        n_bytes = 256 + len(self.merges)
+        tb = self.token_bytes
+        out = b"".join(tb[i] if i < n_bytes else self.vocab[i].encode("utf-8") for i in arr.tolist())
+        return out.decode("utf-8", errors="replace")
+
+    def token_text(self, i: int) -> str:
+        """A token as readable text (its bytes decoded, partial characters as U+FFFD)."""
+        return self.decode([i])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vocab": list(self.vocab), "merges": [list(m) for m in self.merges],
+                "special_tokens": list(self.special_tokens), "pattern": self.pattern, "backend": self.backend}
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> BPETokenizer:
+        merges, special = d.get("merges"), d.get("special_tokens", [])
+        if (not isinstance(merges, list) or not all(isinstance(m, list) and len(m) == 2 for m in merges)
+                or not isinstance(special, list)):
+            raise LmlibError("a bpe tokenizer needs 'merges' (a list of id pairs) and 'special_tokens'; "
+                             "re-save the tokenizer")
+        tok = cls(merges, special, d.get("pattern", PATTERN), d.get("backend", "scratch"))
+        if tok.vocab != d["vocab"]:
+            raise LmlibError("the bpe tokenizer's 'vocab' does not match its merges; the file is corrupt, re-save it")
+        return tok
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, backend={self.backend!r})"
+
+
+# --- the Hugging Face backend ---------------------------------------------------------------------
+
+def _require_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise LmlibError("the fast BPE backend needs the Hugging Face 'tokenizers' package: pip install "
+                         "tokenizers (or use backend='scratch')") from None
+    return tokenizers
+
+
+def _pre_tokenizer(pattern: str):
+    tk = _require_tokenizers()
+    return tk.pre_tokenizers.Sequence([
+        tk.pre_tokenizers.Split(tk.Regex(pattern), behavior="isolated"),
+        tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
+def _hf_tokenizer(vocab: Sequence[str], merges: Sequence[tuple[int, int]]):
+    """A Hugging Face tokenizer that encodes one pre-split piece (no splitting of its own)."""
+    tk = _require_tokenizers()
+    model = tk.models.BPE(vocab={s: i for i, s in reversed(list(enumerate(vocab)))},
+                          merges=[(vocab[a], vocab[b]) for a, b in merges])
+    t = tk.Tokenizer(model)
+    t.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return t
+
+
+def _train_fast(chunks: Iterable[str], n_merges: int) -> list[tuple[int, int]]:
+    """Train with Hugging Face ``tokenizers``, then read its merges as pairs of our ids."""
+    tk = _require_tokenizers()
+    alphabet = [bytes_to_unicode()[b] for b in range(256)]
+    t = tk.Tokenizer(tk.models.BPE())
+    t.pre_tokenizer = _pre_tokenizer(PATTERN)
+    trainer = tk.trainers.BpeTrainer(vocab_size=256 + n_merges, initial_alphabet=alphabet, min_frequency=2,
+                                     show_progress=False, special_tokens=[])
+    t.train_from_iterator(chunks, trainer=trainer)
+    state = __import__("json").loads(t.to_str())["model"]
+    ids = {s: i for i, s in enumerate(alphabet)}
+    merges = []
+    for m in state["merges"][:n_merges]:
+        a, b = m if isinstance(m, list) else m.split(" ")
+        if a + b in ids:  # the same bytes made by another pair: already a token
+            continue
+        ids[a + b] = 256 + len(merges)
+        merges.append((ids[a], ids[b]))
+    return merges
