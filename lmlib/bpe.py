@@ -37,8 +37,8 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from itertools import chain
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
