@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 from dataclasses import MISSING, fields
@@ -241,6 +242,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.extend:
         settings["extend"] = True
     result = train(data, preset=a.preset, resume=a.resume, **settings)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports (and writes)
+        return 1 if result.status == "diverged" else 0
     out = result.out_dir
     print(f"{result.status} after {result.steps} steps; artifacts in {out}/:"
           " training_metrics.json, training_curve.png, loss_by_epoch.png")
