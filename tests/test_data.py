@@ -136,7 +136,7 @@ def test_prepare_text_caches_and_splits(text_file, tmp_path, monkeypatch):
     word = prepare_text(text_file, kind="word", cache_dir=cache, val_fraction=0.5)
     assert word.tokenizer.kind == "word" and abs(len(word.train) - len(word.val)) <= 1
     with pytest.raises(LmlibError, match="unknown tokenizer kind"):
-        prepare_text(text_file, kind="bpe", cache_dir=cache)
+        prepare_text(text_file, kind="unigram", cache_dir=cache)
 
 
 def test_prepare_text_rebuilds_a_corrupt_cache(text_file, tmp_path):

@@ -119,8 +119,8 @@ def test_bad_tokenizer_files(tmp_path):
         load_tokenizer(bad)
     with pytest.raises(LmlibError, match="does not exist"):
         load_tokenizer(tmp_path / "missing.json")
-    with pytest.raises(LmlibError, match="unknown tokenizer kind 'bpe'"):
-        tokenizer_from_dict({"kind": "bpe", "vocab": ["a"]})
+    with pytest.raises(LmlibError, match="unknown tokenizer kind 'unigram'"):
+        tokenizer_from_dict({"kind": "unigram", "vocab": ["a"]})
     with pytest.raises(LmlibError, match="'kind' and 'vocab'"):
         tokenizer_from_dict(["a"])
     with pytest.raises(LmlibError, match="single characters"):
