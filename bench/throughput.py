@@ -20,7 +20,11 @@ by `lmlib.runtime.keep_freed_memory` as `lmlib train` does (`--allocator tuned`,
 default), or left alone (`--allocator default`, as a plain script runs). Tokens/s are
 timed between logging steps after `--warmup` steps; each process measures the fp32
 matmul peak just before training, and MFU is its rate against that peak (nanoGPT's
-FLOP count). The ratio lmlib/plain is the median of the pairs' ratios.
+FLOP count). The ratio lmlib/plain is the median of the pairs' ratios. Tokens per
+CPU-second (the process's CPU time, all threads) are reported too: on a host shared
+with other work they move less than the wall clock, which counts the time the process
+waited for a core (but they leave out time spent waiting on the disk); "MFU in CPU
+time" divides them by the matmul's FLOP per CPU-second.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import append_result, matmul_peak, table  # noqa: E402
+from bench.common import append_result, matmul_peaks, table  # noqa: E402
 
 KINDS = ("lmlib", "plain")
 
@@ -68,13 +72,13 @@ def measure(a: argparse.Namespace) -> dict:
     mcfg = GPTConfig(vocab_size=data.vocab_size, **model_kw)
     tcfg = TrainConfig(**{**train_kw, "max_steps": a.iters}).resolved()
     B, T = tcfg.batch_size, mcfg.block_size
-    peak = matmul_peak(threads=a.threads, seconds=a.peak_seconds)
-    stamps: list[tuple[int, float]] = []
+    peak, cpu_peak = matmul_peaks(threads=a.threads, seconds=a.peak_seconds)
+    stamps: list[tuple[int, float, float]] = []  # (step, wall clock, this process's CPU time)
     losses: list[float] = []
     t_start = time.perf_counter()
     if a.child == "lmlib":
         def stamp(m):
-            stamps.append((m["steps"][-1], time.perf_counter()))
+            stamps.append((m["steps"][-1], time.perf_counter(), time.process_time()))
 
         with tempfile.TemporaryDirectory() as out:
             res = lmlib.train(data, plots=False, callbacks=[stamp], **{
@@ -87,21 +91,22 @@ def measure(a: argparse.Namespace) -> dict:
         def on_step(step, loss):
             losses.append(loss.item())
             if step % a.log_interval == 0:
-                stamps.append((step, time.perf_counter()))
+                stamps.append((step, time.perf_counter(), time.process_time()))
 
         model = train(data.train, mcfg, steps=a.iters, batch_size=B, lr=tcfg.lr, min_lr=tcfg.min_lr,
                       warmup_steps=tcfg.warmup_steps, beta1=tcfg.beta1, beta2=tcfg.beta2,
                       weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip, seed=tcfg.seed, on_step=on_step)
         final_loss = statistics.fmean(losses[-a.log_interval:])
-    steady = [(s, t) for s, t in stamps if a.warmup <= s < a.iters]  # not the last step (lmlib validates there)
+    steady = [st for st in stamps if a.warmup <= st[0] < a.iters]  # not the last step (lmlib validates there)
     if len(steady) < 2:
         raise SystemExit(f"too few logging steps to time: need two multiples of --log-interval {a.log_interval} "
                          f"in [--warmup {a.warmup}, --iters {a.iters})")
-    (s0, t0), (s1, t1) = steady[0], steady[-1]
+    (s0, t0, c0), (s1, t1, c1) = steady[0], steady[-1]
     tok_s = (s1 - s0) * B * T / (t1 - t0)
     n_params, fpt = flops_per_token(model, mcfg.to_dict())
-    return {"kind": a.child, "tokens_per_s": tok_s, "peak": peak, "mfu": tok_s * fpt / peak, "n_params": n_params,
-            "flops_per_token": fpt, "final_loss": final_loss, "vocab_size": data.vocab_size, "steps_timed": s1 - s0,
+    tok_cpu_s = (s1 - s0) * B * T / (c1 - c0)
+    return {"kind": a.child, "tokens_per_s": tok_s, "tokens_per_cpu_s": tok_cpu_s, "peak": peak,
+            "mfu": tok_s * fpt / peak, "cpu_mfu": tok_cpu_s * fpt / cpu_peak, "n_params": n_params, "flops_per_token": fpt, "final_loss": final_loss, "vocab_size": data.vocab_size, "steps_timed": s1 - s0,
             "seconds": time.perf_counter() - t_start, "ms_per_iter": 1000 * B * T / tok_s}
 
 
@@ -142,29 +147,38 @@ def main() -> None:
         for kind in KINDS:  # A B A B ...
             res = run_child(kind, argv, a.threads)
             runs[kind].append(res)
-            print(f"pair {r} {kind:>5}: {res['tokens_per_s']:,.0f} tokens/s, MFU {100 * res['mfu']:.1f}% "
+            print(f"pair {r} {kind:>5}: {res['tokens_per_s']:,.0f} tokens/s "
+                  f"({res['tokens_per_cpu_s']:,.0f} per CPU-second), MFU {100 * res['mfu']:.1f}% "
                   f"(peak {res['peak'] / 1e9:.0f} GFLOP/s), final train loss {res['final_loss']:.3f}", flush=True)
     first = runs["lmlib"][0]
     print(f"\npreset {a.preset}: params (nanoGPT count) {first['n_params'] / 1e6:.2f}M, "
           f"{first['flops_per_token'] / 1e6:.2f} MFLOP per token; {a.iters} steps, timed {first['steps_timed']}; "
           f"{a.threads} threads, fp32, allocator {a.allocator}")
-    rows = [(r, k, f"{x['tokens_per_s']:,.0f}", f"{x['ms_per_iter']:.1f}", f"{x['peak'] / 1e9:.0f}",
-             f"{100 * x['mfu']:.1f}%", f"{x['final_loss']:.3f}")
+    rows = [(r, k, f"{x['tokens_per_s']:,.0f}", f"{x['ms_per_iter']:.1f}", f"{x['tokens_per_cpu_s']:,.0f}",
+             f"{x['peak'] / 1e9:.0f}", f"{100 * x['mfu']:.1f}%", f"{x['final_loss']:.3f}")
             for r in range(a.repeats) for k in KINDS for x in [runs[k][r]]]
-    print(table(rows, ("pair", "loop", "tokens/s", "ms/iter", "peak GFLOP/s", "MFU", "final loss")))
+    print(table(rows, ("pair", "loop", "tokens/s", "ms/iter", "tokens/CPU-s", "peak GFLOP/s", "MFU", "final loss")))
     med = {k: statistics.median(x["tokens_per_s"] for x in runs[k]) for k in KINDS}
+    cpu = {k: statistics.median(x["tokens_per_cpu_s"] for x in runs[k]) for k in KINDS}
     mfu = {k: statistics.median(x["mfu"] for x in runs[k]) for k in KINDS}
+    cpu_mfu = {k: statistics.median(x["cpu_mfu"] for x in runs[k]) for k in KINDS}
     ratios = [lm["tokens_per_s"] / pl["tokens_per_s"] for lm, pl in zip(runs["lmlib"], runs["plain"])]
-    ratio = statistics.median(ratios)
+    cpu_ratios = [lm["tokens_per_cpu_s"] / pl["tokens_per_cpu_s"] for lm, pl in zip(runs["lmlib"], runs["plain"])]
+    ratio, cpu_ratio = statistics.median(ratios), statistics.median(cpu_ratios)
     for k in KINDS:
-        print(f"{k:>5}: median {med[k]:,.0f} tokens/s, MFU {100 * mfu[k]:.1f}%")
+        print(f"{k:>5}: median {med[k]:,.0f} tokens/s, MFU {100 * mfu[k]:.1f}%; {cpu[k]:,.0f} tokens per CPU-second, "
+              f"MFU in CPU time {100 * cpu_mfu[k]:.1f}%")
     print(f"lmlib/plain: {ratio:.3f} (median of the pairs' ratios: " + ", ".join(f"{x:.3f}" for x in ratios) + ")")
+    print(f"lmlib/plain per CPU-second: {cpu_ratio:.3f} (" + ", ".join(f"{x:.3f}" for x in cpu_ratios)
+          + "; on a shared host, less disturbed by other tenants than the wall clock)")
     peak = statistics.median(x["peak"] for k in KINDS for x in runs[k])
     append_result("throughput", f"preset {a.preset}, {a.iters} steps, {a.threads} threads, fp32, allocator "
                   f"{a.allocator}, {a.repeats} A/B pairs: lmlib {med['lmlib']:,.0f} tok/s (MFU "
                   f"{100 * mfu['lmlib']:.1f}%), plain PyTorch loop {med['plain']:,.0f} tok/s (MFU "
                   f"{100 * mfu['plain']:.1f}%); lmlib/plain {ratio:.3f} (pairs "
-                  + ", ".join(f"{x:.3f}" for x in ratios) + f"); matmul peak median {peak / 1e9:.0f} GFLOP/s")
+                  + ", ".join(f"{x:.3f}" for x in ratios) + f"), per CPU-second {cpu_ratio:.3f} (pairs "
+                  + ", ".join(f"{x:.3f}" for x in cpu_ratios) + f"), MFU in CPU time lmlib {100 * cpu_mfu['lmlib']:.1f}%, "
+                  f"plain {100 * cpu_mfu['plain']:.1f}%; matmul peak median {peak / 1e9:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":
