@@ -268,6 +268,9 @@ def format_report(metrics: dict) -> str:
     lines += [
         f"learning rate        max {f(s['lr_max'], '.3g')}, final {f(s['lr_final'], '.3g')}",
     ]
+    optimizer = metrics.get("config", {}).get("train", {}).get("optimizer", "adamw")
+    if optimizer != "adamw":  # the default goes without saying
+        lines.append(f"optimizer            {optimizer}")
     if s["tokens"] is not None:
         lines.append(f"tokens seen          {s['tokens']:,}")
     if s["elapsed"] is not None:

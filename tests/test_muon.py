@@ -143,3 +143,4 @@ def test_cli_train_synthetic_muon_and_report(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
     report = capsys.readouterr().out
     assert "status               finished" in report and "steps                10" in report
+    assert "optimizer            muon" in report
