@@ -47,26 +47,9 @@ def _device_name(name: str) -> str:
 
 def resolve_device(name: str = "auto"):
     """The torch device for a --device name; LmlibError if that device is not available here."""
-    import torch
+    from lmlib.runtime import pick_device  # imports torch: only the commands that train or load a model
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise LmlibError(f"device {name} requested but no CUDA GPU is available; use --device cpu or auto")
-        index = int(name.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise LmlibError(f"device {name} requested but there are {torch.cuda.device_count()} CUDA GPUs "
-                             "(cuda:0 is the first)")
-    elif name == "mps" and not torch.backends.mps.is_available():
-        raise LmlibError("device mps requested but Apple's MPS is not available; use --device cpu or auto")
-    elif name not in DEVICES:
-        raise LmlibError(f"unknown device {name!r}: choose auto, cpu, cuda or mps")
-    return torch.device(name)
+    return pick_device(name)
 
 
 def _field_comments(cls) -> dict[str, str]:

@@ -141,7 +141,7 @@ def test_device_flag(char_run, play, capsys):
             assert "no CUDA GPU" in one_line_error(capsys, command[0])
     if not torch.backends.mps.is_available():
         assert main(["generate", str(char_run), "--device", "mps"]) == 2
-        assert "MPS is not available" in one_line_error(capsys, "generate")
+        assert "MPS backend is not available" in one_line_error(capsys, "generate")
 
 
 def test_preset_brings_its_validation_split(tmp_path, play, capsys):
