@@ -1,9 +1,13 @@
 """Every exercise's written solution passes its own checker (tools/check_solutions.py).
 
 Each chapter is executed once more with its exercise cells replaced by the solutions
-from the dropdowns, so a solution that drifts from its checker fails here.
+from the dropdowns, so a solution that drifts from its checker fails here. The same
+execution runs on other CPU kernels than the machine's own (``ATEN_CPU_CAPABILITY=default``,
+unless the environment names one) and compares every other output with the stored one,
+as ``pytest --nbval`` does: the stored outputs must hold on any correct CPU.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,5 +43,17 @@ def test_the_checker_runs_the_written_solution(tmp_path, solution, ok):
 @pytest.mark.book
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_written_solutions_pass_their_checkers(chapter):
-    problems = check_solutions.check(chapter)
+    capability = {"ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "default")}
+    problems = check_solutions.check(chapter, compare=True, env=capability)
     assert not problems, "\n".join(problems)
+
+
+def test_compare_finds_a_stored_output_that_the_code_does_not_produce(tmp_path):
+    nb = _exercise_notebook("answer = 2 * 3")
+    cell = nbformat.v4.new_code_cell("print(1 + 1)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="3\n")]  # stored, but wrong
+    nb.cells.insert(0, cell)
+    path = tmp_path / "exercise.ipynb"
+    nbformat.write(nb, path)
+    assert check_solutions.check(path) == []
+    assert "output differs" in check_solutions.check(path, compare=True)[0]
