@@ -194,33 +194,80 @@ class Check:
     detail: str
 
 
+def _stable(value: float, *specs: str) -> str:
+    """``value`` at the first of ``specs`` that every correct machine shows alike
+    (`lmlib.stable.show`, allowing the drift of a short training run), else the last."""
+    from lmlib.stable import show
+
+    for spec in specs:
+        try:
+            return show(value, spec, rel=1e-4)
+        except ValueError:
+            continue
+    return format(value, specs[-1])
+
+
+#: A loss this far (nats) above the run's first loss means the run blew up.
+BLOW_UP_MARGIN = 0.5
+#: Gradient norms whose median exceeds the early ones this many times are not stable.
+GRAD_GROWTH = 5.0
+
+
 def check_run(metrics: dict, vocab_size: int | None = None) -> list[Check]:
-    """A checklist for "is training working?", read from the metrics alone."""
+    """A checklist for "is training working?", read from the metrics alone.
+
+    A run whose training loss, after its first quarter, rises more than
+    `BLOW_UP_MARGIN` above its first loss has blown up: it fails "no blow-up",
+    and its validation checks fail too (a gap, or a best point, between two
+    blown-up losses says nothing about overfitting). Gradient norms fail when
+    their median after the first tenth is more than `GRAD_GROWTH` times the
+    median of the early ones (the first twentieth of the entries), or when one
+    is not finite or a hundred times the median.
+    """
     s = summarize(metrics)
     tl = [x for x in metrics["train_loss"] if x is not None]
     checks = []
     finite = all(math.isfinite(x) for x in tl) and s["status"] != "diverged"
     checks.append(Check("loss is finite", finite, "no NaN or infinite loss" if finite else "the loss blew up: lower the learning rate"))
+    later = tl[len(tl) // 4:] or tl
+    highest = max(later)
+    blew_up = not finite or highest > tl[0] + BLOW_UP_MARGIN
+    checks.append(Check("no blow-up", not blew_up,
+                        f"highest loss after the first quarter {_stable(highest, '.3f', '.2f', '.1f', '.0f')}"
+                        f" vs first loss {_stable(tl[0], '.3f', '.2f', '.1f')}"))
     if vocab_size:
         ln_v = math.log(vocab_size)
         ok = abs(tl[0] - ln_v) < 0.5
-        checks.append(Check("starts near ln(V)", ok, f"first loss {tl[0]:.3f} vs ln({vocab_size}) = {ln_v:.3f}"))
+        checks.append(Check("starts near ln(V)", ok, f"first loss {_stable(tl[0], '.3f', '.2f', '.1f')} vs ln({vocab_size}) = {ln_v:.3f}"))
     k = max(1, len(tl) // 10)
     first, last = sum(tl[:k]) / k, sum(tl[-k:]) / k
     ok = last < first - 0.05
-    checks.append(Check("loss goes down", ok, f"first tenth {first:.3f} -> last tenth {last:.3f}"))
+    checks.append(Check("loss goes down", ok, f"first tenth {_stable(first, '.3f', '.2f', '.1f', '.0f')}"
+                        f" -> last tenth {_stable(last, '.3f', '.2f', '.1f', '.0f')}"))
     if s["best_val_loss"] is not None:
+        note = "; the loss blew up, so this says nothing" if blew_up else ""
         gap = s["overfitting_gap"]
-        ok = gap < max(0.1, 0.1 * abs(s["final_train_loss"]))
-        checks.append(Check("validation follows training", ok, f"validation - training = {gap:+.3f}"))
+        ok = gap < max(0.1, 0.1 * abs(s["final_train_loss"])) and not blew_up
+        checks.append(Check("validation follows training", ok,
+                            f"validation - training = {_stable(gap, '+.3f', '+.2f', '+.1f', '+.0f')}{note}"))
         rise = s["final_val_loss"] - s["best_val_loss"]
-        ok = rise < 0.05
+        ok = rise < 0.05 and not blew_up
         checks.append(Check("validation still improving or flat", ok,
-                            f"final {s['final_val_loss']:.3f} vs best {s['best_val_loss']:.3f} at step {s['best_step']}"))
+                            f"final {_stable(s['final_val_loss'], '.3f', '.2f', '.1f', '.0f')}"
+                            f" vs best {_stable(s['best_val_loss'], '.3f', '.2f', '.1f', '.0f')}"
+                            f" at step {s['best_step']}{note}"))
     gn = [x for x in metrics.get("grad_norm", []) if x is not None]
     if gn:
-        ok = all(math.isfinite(x) for x in gn) and max(gn) < 100 * (sorted(gn)[len(gn) // 2] + 1e-12)
-        checks.append(Check("gradients are stable", ok, f"median norm {sorted(gn)[len(gn) // 2]:.3g}, max {max(gn):.3g}"))
+        median = sorted(gn)[len(gn) // 2]
+        early = sorted(gn[:max(1, len(gn) // 20)])
+        early_median = early[len(early) // 2]
+        rest = sorted(gn[max(1, len(gn) // 10):] or gn)
+        rest_median = rest[len(rest) // 2]
+        ok = (all(math.isfinite(x) for x in gn) and max(gn) < 100 * (median + 1e-12)
+              and rest_median <= GRAD_GROWTH * early_median)
+        checks.append(Check("gradients are stable", ok,
+                            f"median norm {_stable(median, '.3g', '.2g', '.1g')}, max {_stable(max(gn), '.3g', '.2g', '.1g')},"
+                            f" early {_stable(early_median, '.3g', '.2g', '.1g')}"))
     return checks
 
 

@@ -47,6 +47,60 @@ def test_report_warns_about_overfitting_only_when_gap_is_large():
     assert names["loss goes down"] and names["starts near ln(V)"]
 
 
+def made_up_run(train, val_every=10, val_offset=0.0, grad=None):
+    """A made-up metrics dict: one entry per step, validation every `val_every` steps."""
+    n = len(train)
+    return {
+        "config": {}, "status": "finished", "steps": list(range(1, n + 1)), "epochs": [0] * n,
+        "train_loss": train, "learning_rate": [1e-3] * n,
+        "val_loss": [x + val_offset if (i + 1) % val_every == 0 else None for i, x in enumerate(train)],
+        "grad_norm": grad if grad is not None else [2.0 - 1.5 * i / n for i in range(n)],
+    }
+
+
+def verdicts(metrics, vocab_size=None):
+    return {c.name: c.ok for c in check_run(metrics, vocab_size)}
+
+
+def test_check_run_passes_a_healthy_run():
+    healthy = made_up_run([4.0 - 3.0 * i / 99 for i in range(100)], val_offset=0.02)
+    assert all(verdicts(healthy, vocab_size=55).values())
+
+
+def test_check_run_fails_a_blown_up_run_whatever_the_sign_of_its_gap():
+    # The loss climbs from 4 to about 100 and stays there: diverged without a NaN.
+    blown = [4.0] * 10 + [4.0 + 10.0 * i for i in range(1, 11)] + [100.0] * 80
+    for offset in (-36.6, +75.8):  # validation below, or above, training: both say nothing
+        v = verdicts(made_up_run(blown, val_offset=offset))
+        assert v["loss is finite"] and not v["no blow-up"] and not v["loss goes down"]
+        assert not v["validation follows training"] and not v["validation still improving or flat"]
+    # A rise just below the margin above the first loss is not a blow-up, just above it is.
+    from lmlib.metrics import BLOW_UP_MARGIN
+    bump = [4.0, 3.0, 2.0, 2.0, 2.0 + BLOW_UP_MARGIN + 1.99, 1.5, 1.4, 1.3]
+    assert verdicts(made_up_run(bump, val_every=4))["no blow-up"]
+    bump[4] = 4.0 + BLOW_UP_MARGIN + 0.01
+    assert not verdicts(made_up_run(bump, val_every=4))["no blow-up"]
+
+
+def test_check_run_flags_gradient_norms_far_above_the_early_ones():
+    from lmlib.metrics import GRAD_GROWTH
+
+    train = [4.0 - 3.0 * i / 99 for i in range(100)]
+    early, rest = [2.5] * 10, [2.5 * GRAD_GROWTH * 1.5] * 90  # median 7.5x the early norms, max only 1x
+    assert not verdicts(made_up_run(train, grad=early + rest))["gradients are stable"]
+    rest = [2.5 * GRAD_GROWTH * 0.9] * 90
+    assert verdicts(made_up_run(train, grad=early + rest))["gradients are stable"]
+    assert not verdicts(made_up_run(train, grad=[1.0] * 99 + [float("inf")]))["gradients are stable"]
+
+
+def test_check_run_numbers_are_shown_at_digits_every_machine_reproduces():
+    # 0.89950003 sits on a rounding boundary of three decimals: the check shows two.
+    train = [4.0 - 3.0 * i / 99 for i in range(99)] + [0.89950003]
+    details = {c.name: c.detail for c in check_run(made_up_run(train))}
+    assert "final 0.90 vs best" in details["validation still improving or flat"]
+    assert "first loss 4.000" in details["no blow-up"]
+
+
 def test_plots_redrawn_from_json_alone(tmp_path):
     (tmp_path / "training_metrics.json").write_text(json.dumps(fake_metrics()))
     curve, by_epoch = write_plots(tmp_path)
