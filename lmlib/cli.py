@@ -150,7 +150,7 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--n-tokens", type=int, help="synthetic corpus size in tokens (default 200000)")
     t.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic corpus")
     t.add_argument("--val-fraction", type=float, default=None,
-                   help="share of tokens held out for validation (default: the preset's, else 0.2)")
+                   help="share of tokens held out for validation (default: the preset's, else lmlib.data.DEFAULT_VAL_FRACTION, 0.2)")
     t.add_argument("--holdout", action="append", default=[], help="synthetic sentence kept out of training")
     t.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     t.add_argument("--extend", action="store_true",
@@ -193,6 +193,7 @@ def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from lmlib import data as D
     from lmlib.model import GPTConfig
     from lmlib.run import PRESETS, load_data, train
     from lmlib.trainer import TrainConfig
@@ -205,10 +206,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         keep_freed_memory()  # faster CPU steps; the library leaves the process's allocator alone, the CLI tunes it
     val_fraction = a.val_fraction
     if val_fraction is None:
-        val_fraction = PRESETS.get(a.preset or "", {}).get("val_fraction", 0.2)
+        val_fraction = PRESETS.get(a.preset or "", {}).get("val_fraction", D.DEFAULT_VAL_FRACTION)
     if a.tokenizer == "bpe" and a.data != "synthetic" and Path(a.data).suffix not in (".bin", ".json"):
-        from lmlib import data as D
-
         source = a.data
         if source == "shakespeare":
             from lmlib.download import download_tiny_shakespeare

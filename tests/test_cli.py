@@ -52,10 +52,17 @@ def test_train_report_plot_generate_evaluate(tmp_path, play, capsys):
     assert capsys.readouterr().out.startswith("ROMEO:")
     assert main(["evaluate", str(out), "--data", str(play), "--device", "cpu"]) == 0
     assert "perplexity" in capsys.readouterr().out
-    # --extend continues the finished run to a longer one
+    # --extend continues the finished run to a longer one: the entries so far are kept, the
+    # new ones follow on, and the learning rate holds at the floor it had reached (no jump).
+    before = json.loads((out / "training_metrics.json").read_text())
     assert main(["train", str(play), "--max-steps", "20", "--out-dir", str(out), "--resume", "--extend",
                  *TINY_FLAGS]) == 0
-    assert json.loads((out / "training_metrics.json").read_text())["steps"][-1] == 20
+    after = json.loads((out / "training_metrics.json").read_text())
+    n = len(before["steps"])
+    assert after["steps"][-1] == 20 and after["steps"][:n] == before["steps"]
+    assert after["train_loss"][:n] == before["train_loss"] and after["steps"][n] > before["steps"][-1]
+    floor = before["learning_rate"][-1]
+    assert all(lr == floor for lr in after["learning_rate"][n:])
 
 
 def test_extend_grad_accum_and_allocator_reach_the_run(tmp_path, play, capsys, monkeypatch):
