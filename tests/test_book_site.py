@@ -208,8 +208,6 @@ def sanitize(text: str) -> str:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("epoch 1 done in 12.3s", "epoch 1 done in DURATION"),
-        ("took 450 ms, or 1.5 seconds", "took DURATION, or DURATION"),
         (" 40%|████      | 20/50 [00:01<00:02, 42.10it/s, loss=2.3]\n", " PROGRESS-BAR\n"),
         ("throughput: 1,234 tokens/s", "throughput: RATE"),
         ("Wall time: 1.23 s", "Wall time: TIME"),
@@ -233,6 +231,10 @@ def test_sanitize_file_removes_volatile_text(text, expected):
         "{'lr': 0.0003, 'batch_size': 32, 'n_params': 1_234_567}",
         "vocab of 65 tokens; split 9:1 and 1:10",
         "accuracy 97.5% on 1,000 samples",
+        # No rule for durations: it also masked computed ones ("1,500.00 seconds" became
+        # "1,DURATION"); a cell that prints a measured time is marked NBVAL_IGNORE_OUTPUT.
+        "about 1,500 seconds on such a GPU",
+        "a 12.5 s estimate from 6ND",
     ],
 )
 def test_sanitize_file_keeps_numbers_the_prose_relies_on(text):
