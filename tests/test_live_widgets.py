@@ -156,6 +156,8 @@ def lab_server(tmp_path: Path) -> Iterator[Lab]:
         pytest.skip(message)
     root = tmp_path / "book"
     shutil.copytree(BOOK, root, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__"))
+    # Beside it, as in the repository: chapters read committed results from ../experiments.
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
     jupyter = tmp_path / "jupyter"
     env = kernel_environment()
     env.update(
