@@ -12,23 +12,7 @@ from lmlib.model import GPT, GPTConfig
 from lmlib.optim import MuonWithAdamW, build_optimizer, muon_split, set_lr
 from lmlib.run import train
 
-from helpers import TINY, char_data
-
-
-class InterruptAt:
-    """A Ctrl-C right after the metrics entry of `step`."""
-
-    def __init__(self, step):
-        self.step, self.fired = step, False
-
-    def __call__(self, m):
-        if m["steps"][-1] == self.step and not self.fired:
-            self.fired = True
-            raise KeyboardInterrupt
-
-
-def same_weights(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
+from helpers import TINY, InterruptAt, char_data, same_weights
 
 
 def tiny_model():

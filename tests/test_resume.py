@@ -15,28 +15,12 @@ from lmlib.metrics import load_metrics
 from lmlib.run import train
 from lmlib.trainer import StopTraining, Trainer
 
-from helpers import TINY, char_data
+from helpers import TINY, InterruptAt, char_data, same_weights
 
 
 def run(tmp_path, name="run", **kw):
     settings = {**TINY, "max_steps": 12, "lr": 3e-3, "out_dir": str(tmp_path / name), **kw}
     return train(char_data(), **settings)
-
-
-class InterruptAt:
-    """A Ctrl-C right after the metrics entry of `step` (which need not be an evaluation)."""
-
-    def __init__(self, step):
-        self.step, self.fired = step, False
-
-    def __call__(self, m):
-        if m["steps"][-1] == self.step and not self.fired:
-            self.fired = True
-            raise KeyboardInterrupt
-
-
-def same_weights(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("change", [
