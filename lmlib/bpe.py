@@ -21,10 +21,9 @@ Two backends sit behind one tokenizer class, `BPETokenizer`:
 
 - ``"scratch"``: the pure-Python code in this module, written to be read
   (`pair_counts`, `merge_pair`, `train_merges`, `encode_piece`).
-- ``"fast"``: the Hugging Face ``tokenizers`` library (Rust), for real corpora. It
-  trains its own merges (with the same pre-split), and encodes the distinct pieces of
-  a text. Both backends pre-split with Python's ``re`` and encode each distinct piece
-  once, so given the same merges they give the same ids.
+- ``"fast"``: Rust engines for real corpora (`lmlib.bpe_fast`): Hugging Face
+  ``tokenizers`` trains, with the same pre-split, and ``tiktoken`` encodes. Given the
+  same merges, both backends give the same ids (the tests check it).
 
 A saved tokenizer is JSON: ``{"kind": "bpe", "vocab": [...], "merges": [[a, b], ...],
 "special_tokens": [...], "pattern": ..., "backend": ...}``. The vocabulary's strings
@@ -47,7 +46,7 @@ from lmlib.errors import LmlibError
 from lmlib.tokenizers import Tokenizer
 
 __all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "encode_piece", "merge_pair",
-           "pair_counts", "pre_split", "safe_cut", "train_merges"]
+           "pair_counts", "pre_split", "safe_cut", "train_merges", "cut_text"]
 
 #: GPT-2's pre-split, in Python's ``re`` syntax (GPT-2 uses \\p{L} and \\p{N}, which ``re``
 #: lacks): contractions, a word with an optional space in front, a number, a run of other
@@ -186,6 +185,21 @@ def safe_cut(text: str) -> int:
             return k + 1
 
 
+def cut_text(text: str, size: int) -> list[str]:
+    """``text`` in chunks of at most about ``size`` characters, each cut at a `safe_cut`, so
+    that pre-splitting (and encoding) the chunks one by one gives what the whole text gives.
+    A stretch with no safe place to cut stays whole."""
+    chunks, start = [], 0
+    while len(text) - start > size:
+        cut = safe_cut(text[start:start + size])
+        if cut == 0:
+            break
+        chunks.append(text[start:start + cut])
+        start += cut
+    chunks.append(text[start:])
+    return chunks
+
+
 # --- the tokenizer -------------------------------------------------------------------------------
 
 class BPETokenizer(Tokenizer):
@@ -193,11 +207,12 @@ class BPETokenizer(Tokenizer):
 
     Build one with `BPETokenizer.train(text, vocab_size)` (or `fit`, or `fit_chunks`
     for a file read piece by piece). ``backend="scratch"`` trains and encodes with
-    the Python code of this module; ``backend="fast"`` with Hugging Face ``tokenizers``.
+    the Python code of this module; ``backend="fast"`` with Rust engines (`lmlib.bpe_fast`).
     """
 
     kind = "bpe"
     byte_level = True  # decode() may be given ids that cut a character in two (see decode)
+    cache_limit = 1_000_000  # distinct pieces remembered with their ids before the cache is emptied
 
     def __init__(self, merges: Sequence[Sequence[int]], special_tokens: Sequence[str] = (EOT,),
                  pattern: str = PATTERN, backend: str = "scratch") -> None:
@@ -226,7 +241,8 @@ class BPETokenizer(Tokenizer):
         self.special_ids = {s: 256 + len(self.merges) + i for i, s in enumerate(self.special_tokens)}
         self._regex = re.compile(pattern)
         self._cache: dict[str, list[int]] = {}
-        self._fast: Any = None
+        self._fast: Any = None  # the fast backend's encoder, see _fast_encoder
+        self._fast_built = False
 
     # ---- training ------------------------------------------------------------------------------
     @classmethod
@@ -251,7 +267,9 @@ class BPETokenizer(Tokenizer):
             raise LmlibError(f"a byte-level BPE vocabulary holds the 256 bytes and {len(special_tokens)} special "
                              f"token(s): vocab_size must be at least {256 + len(special_tokens)}, got {vocab_size}")
         if backend == "fast":
-            return cls(_train_fast(chunks, n_merges), special_tokens, PATTERN, "fast")
+            from lmlib import bpe_fast  # Rust engines, imported only when asked for
+
+            return cls(bpe_fast.train(chunks, n_merges), special_tokens, PATTERN, "fast")
         if backend != "scratch":
             raise LmlibError(f"unknown BPE backend {backend!r}; use one of {', '.join(BACKENDS)}")
         word_counts: Counter = Counter()
@@ -283,16 +301,26 @@ class BPETokenizer(Tokenizer):
         return np.concatenate([a for d in docs for a in (self._encode_ordinary(d), sep)] or [np.zeros(0, np.int32)])
 
     def _encode_ordinary(self, text: str) -> np.ndarray:
-        # 1. Pre-split (Python's re, the same for both backends, so they give the same ids).
+        if self.backend == "fast" and (enc := self._fast_encoder()) is not None:
+            from lmlib import bpe_fast
+
+            return bpe_fast.encode(enc, text)
+        if len(text) > 1 << 22 and len(chunks := cut_text(text, 1 << 20)) > 1:
+            # A big text in chunks, so that the list of its pieces stays small.
+            return np.concatenate([self._encode_ordinary(c) for c in chunks])
+        # 1. Pre-split with the regular expression.
         pieces = self._regex.findall(text)
         if not pieces:
             return np.zeros(0, np.int32)
         # 2. Encode each *distinct* piece once: a text of a million pieces has a few thousand.
         index = dict.fromkeys(pieces)
-        missing = [p for p in index if p not in self._cache]
+        known = {p: self._cache.get(p) for p in index}
+        missing = [p for p, t in known.items() if t is None]
         if missing:
-            self._remember(missing, self._encode_pieces(missing))
-        toks = [self._cache[p] for p in index]
+            encoded = self._encode_pieces(missing)
+            known.update(zip(missing, encoded))
+            self._remember(missing, encoded)  # may empty the cache: `known` keeps this text's pieces
+        toks = list(known.values())
         for i, p in enumerate(index):
             index[p] = i
         # 3. Lay the pieces' token lists end to end, in numpy (no Python loop over the pieces).
@@ -305,18 +333,20 @@ class BPETokenizer(Tokenizer):
         return flat[np.repeat(ends[which] - out_ends, n) + np.arange(out_ends[-1])]
 
     def _encode_pieces(self, pieces: list[str]) -> list[list[int]]:
-        if self.backend == "fast":
-            return [e.ids for e in self._fast_tokenizer().encode_batch(pieces)]
         return [encode_piece(p.encode("utf-8"), self.ranks) for p in pieces]
 
     def _remember(self, pieces: list[str], toks: list[list[int]]) -> None:
-        if len(self._cache) + len(pieces) > 1_000_000:  # a bound on memory for huge corpora
+        if len(self._cache) + len(pieces) > self.cache_limit:  # a bound on memory for huge corpora
             self._cache.clear()
         self._cache.update(zip(pieces, toks))
 
-    def _fast_tokenizer(self):
-        if self._fast is None:
-            self._fast = _hf_tokenizer(self.vocab[:256 + len(self.merges)], self.merges)
+    def _fast_encoder(self) -> Any:
+        """tiktoken's encoder for these merges, built once (None where it cannot be used)."""
+        if not self._fast_built:
+            from lmlib import bpe_fast
+
+            self._fast, self._fast_built = bpe_fast.encoder(self.token_bytes[:256 + len(self.merges)],
+                                                            self.pattern), True
         return self._fast
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -350,53 +380,3 @@ class BPETokenizer(Tokenizer):
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, backend={self.backend!r})"
-
-
-# --- the Hugging Face backend ---------------------------------------------------------------------
-
-def _require_tokenizers():
-    try:
-        import tokenizers
-    except ImportError:
-        raise LmlibError("the fast BPE backend needs the Hugging Face 'tokenizers' package: pip install "
-                         "tokenizers (or use backend='scratch')") from None
-    return tokenizers
-
-
-def _pre_tokenizer(pattern: str):
-    tk = _require_tokenizers()
-    return tk.pre_tokenizers.Sequence([
-        tk.pre_tokenizers.Split(tk.Regex(pattern), behavior="isolated"),
-        tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-
-
-def _hf_tokenizer(vocab: Sequence[str], merges: Sequence[tuple[int, int]]):
-    """A Hugging Face tokenizer that encodes one pre-split piece (no splitting of its own)."""
-    tk = _require_tokenizers()
-    model = tk.models.BPE(vocab={s: i for i, s in reversed(list(enumerate(vocab)))},
-                          merges=[(vocab[a], vocab[b]) for a, b in merges])
-    t = tk.Tokenizer(model)
-    t.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    return t
-
-
-def _train_fast(chunks: Iterable[str], n_merges: int) -> list[tuple[int, int]]:
-    """Train with Hugging Face ``tokenizers``, then read its merges as pairs of our ids."""
-    tk = _require_tokenizers()
-    alphabet = [bytes_to_unicode()[b] for b in range(256)]
-    t = tk.Tokenizer(tk.models.BPE())
-    t.pre_tokenizer = _pre_tokenizer(PATTERN)
-    trainer = tk.trainers.BpeTrainer(vocab_size=256 + n_merges, initial_alphabet=alphabet, min_frequency=2,
-                                     show_progress=False, special_tokens=[])
-    t.train_from_iterator(chunks, trainer=trainer)
-    state = __import__("json").loads(t.to_str())["model"]
-    ids = {s: i for i, s in enumerate(alphabet)}
-    merges = []
-    for m in state["merges"][:n_merges]:
-        a, b = m if isinstance(m, list) else m.split(" ")
-        if a + b in ids:  # the same bytes made by another pair: already a token
-            continue
-        ids[a + b] = 256 + len(merges)
-        merges.append((ids[a], ids[b]))
-    return merges
