@@ -2,18 +2,27 @@
 
     python bench/bpe_speed.py --data ../shared/data/tinyshakespeare.txt [--merges 512] [--big-mb 100]
 
-Times are wall-clock and CPU (process) seconds: on a shared machine the CPU figure is
-the steadier one. --big-mb N also encodes (and trains the fast backend on) a text of
-about N MB made of the file repeated with its lines shuffled (so it is not one text
-repeated verbatim); the from-scratch trainer is timed on the file only.
-Peak memory is the process's peak RSS after each stage (it only grows).
+Each backend runs in a fresh process, one after the other on the same text, so the two
+are measured side by side and each one's memory is its own. Times are wall-clock and
+CPU (process) seconds: on a shared machine the CPU figure is the steadier one.
+
+- ``--data`` text: both backends train, then encode it (the from-scratch encoder twice:
+  cold, then with its cache of pieces warm; the fast one on 1 thread and on all CPUs).
+- ``--big-mb N`` adds a text of about N MB made of the file's lines, shuffled again for
+  each copy (so it is not one text repeated verbatim, though its words are the file's).
+  Both backends train on it and encode it.
+
+Memory is the peak RSS of the process above what it held once the text was read.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import append_result  # noqa: E402
-from lmlib.bpe import BPETokenizer  # noqa: E402
 
 
 def peak_mb() -> float:
@@ -34,51 +42,76 @@ def timed(fn, *args, **kw):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
+def big_text(text: str, mb: float) -> list[str]:
+    """About ``mb`` MB of the text's lines, reshuffled for each copy, as a list of copies."""
+    lines, rng, chunks, size = text.splitlines(keepends=True), random.Random(0), [], 0
+    while size < mb * 1e6:
+        rng.shuffle(lines)
+        chunks.append("".join(lines))
+        size += len(chunks[-1].encode("utf-8"))
+    return chunks
+
+
+def one_backend(data: str, backend: str, merges: int, big_mb: float) -> dict:
+    """Train and encode with one backend in this process; return the figures."""
+    from lmlib import bpe_fast
+    from lmlib.bpe import BPETokenizer
+
+    text = Path(data).read_text(encoding="utf-8")
+    chunks = big_text(text, big_mb) if big_mb else [text]
+    text = "".join(chunks)
+    mb, base = len(text.encode("utf-8")) / 1e6, peak_mb()
+    tok, w, c = timed(BPETokenizer.fit_chunks, chunks, vocab_size=256 + merges + 1, backend=backend)
+    assert len(tok.merges) == merges, len(tok.merges)
+    out = {"backend": backend, "mb": mb, "train_wall": w, "train_cpu": c}
+    if backend == "scratch":
+        ids, out["encode_wall"], out["encode_cpu"] = timed(tok.encode_array, text)  # cold: no piece known yet
+        _, out["warm_wall"], out["warm_cpu"] = timed(tok.encode_array, text)  # every piece cached
+    else:
+        enc = tok._fast_encoder()
+        _, out["one_thread_wall"], out["one_thread_cpu"] = timed(bpe_fast.encode, enc, text, threads=1)
+        ids, out["encode_wall"], out["encode_cpu"] = timed(tok.encode_array, text)  # all CPUs
+    assert tok.decode(ids) == text
+    out.update(bytes_per_token=mb * 1e6 / len(ids), peak_mb=peak_mb() - base, threads=len(os.sched_getaffinity(0)))
+    return out
+
+
+def describe(r: dict) -> str:
+    mb = r["mb"]
+    s = (f"{r['backend']}: train {r['train_wall']:.1f} s ({mb / r['train_wall']:.2f} MB/s; "
+         f"{mb / r['train_cpu']:.2f} per CPU-s), encode {mb / r['encode_wall']:.1f} MB/s "
+         f"({mb / r['encode_cpu']:.1f} per CPU-s)")
+    if "warm_wall" in r:
+        s += f" cold, {mb / r['warm_wall']:.1f} warm ({mb / r['warm_cpu']:.1f} per CPU-s)"
+    else:
+        s += (f" on {r['threads']} threads, {mb / r['one_thread_wall']:.1f} on 1 "
+              f"({mb / r['one_thread_cpu']:.1f} per CPU-s)")
+    return s + f", {r['bytes_per_token']:.2f} bytes/token, +{r['peak_mb']:.0f} MB peak RSS"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
     p.add_argument("--merges", type=int, default=512)
     p.add_argument("--big-mb", type=float, default=0)
     p.add_argument("--no-append", action="store_true", help="print only; do not add a row to RESULTS.md")
+    p.add_argument("--one", choices=["scratch", "fast"], help=argparse.SUPPRESS)  # the child process
+    p.add_argument("--size-mb", type=float, default=0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    text = Path(a.data).read_text(encoding="utf-8")
-    mb = len(text.encode("utf-8")) / 1e6
-    vocab = 256 + a.merges + 1
-    parts, rows = [], []
-    for backend in ("scratch", "fast"):
-        tok, w, c = timed(BPETokenizer.train, text, vocab, backend=backend)
-        assert len(tok.merges) == a.merges, len(tok.merges)
-        rows.append(f"{backend} train {a.merges} merges: {w:.2f} s wall, {c:.2f} s CPU ({mb / w:.2f} MB/s)")
-        tok._cache.clear()
-        ids, wc, cc = timed(tok.encode_array, text)  # cold: every distinct piece encoded once
-        _, ww, cw = timed(tok.encode_array, text)  # warm: the pieces are cached
-        assert tok.decode(ids) == text
-        rows.append(f"{backend} encode: cold {mb / wc:.1f} MB/s wall ({mb / cc:.1f} per CPU-s), "
-                    f"warm {mb / ww:.1f} MB/s wall ({mb / cw:.1f} per CPU-s); {mb / len(ids) * 1e6:.2f} bytes/token")
-        parts.append(f"{backend}: train {w:.1f} s ({c:.1f} s CPU), encode {mb / wc:.1f}/{mb / ww:.1f} MB/s "
-                     f"cold/warm ({mb / cc:.1f}/{mb / cw:.1f} per CPU-s)")
-        rows.append(f"peak RSS so far {peak_mb():.0f} MB")
-    if a.big_mb:
-        lines = text.splitlines(keepends=True)
-        rng = random.Random(0)
-        chunks, size = [], 0
-        while size < a.big_mb * 1e6:
-            rng.shuffle(lines)
-            chunk = "".join(lines)
-            chunks.append(chunk)
-            size += len(chunk.encode("utf-8"))
-        big = "".join(chunks)
-        bmb = len(big.encode("utf-8")) / 1e6
-        fast, w, c = timed(BPETokenizer.fit_chunks, chunks, vocab_size=vocab, backend="fast")
-        ids, we, ce = timed(fast.encode_array, big)
-        rows.append(f"{bmb:.0f} MB: fast train {bmb / w:.1f} MB/s ({bmb / c:.1f} per CPU-s), encode {bmb / we:.1f} "
-                    f"MB/s ({bmb / ce:.1f} per CPU-s); peak RSS {peak_mb():.0f} MB")
-        parts.append(rows[-1])
-    for r in rows:
-        print(r)
+    if a.one:
+        print(json.dumps(one_backend(a.data, a.one, a.merges, a.size_mb)))
+        return 0
+    parts = []
+    for size in [0.0] + ([a.big_mb] if a.big_mb else []):
+        for backend in ("scratch", "fast"):
+            cmd = [sys.executable, __file__, "--data", a.data, "--merges", str(a.merges), "--one", backend,
+                   "--size-mb", str(size)]
+            r = json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout)
+            line = f"{r['mb']:.1f} MB, " + describe(r)
+            print(line, flush=True)
+            parts.append(line)
     if not a.no_append:
-        cmd_note = f"{mb:.1f} MB text, {a.merges} merges; " + "; ".join(parts) + f"; peak RSS {peak_mb():.0f} MB"
-        append_result("bpe", cmd_note)
+        append_result("bpe", f"{a.merges} merges; " + "; ".join(parts))
     return 0
 
 

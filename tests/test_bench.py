@@ -80,3 +80,13 @@ def test_data_pipeline_memory_does_not_grow_with_the_token_file(tmp_path, text):
     # the 50 MB token file is read through a map, window by window: not loaded whole
     difference = float(re.search(r"^difference ([-+\d]+) MB", out, re.M).group(1))
     assert difference < 25, out
+
+
+def test_bpe_speed_runs_both_backends_on_the_file_and_the_big_text(tmp_path, text):
+    out, rows = run_bench(tmp_path, "bench/bpe_speed.py", "--data", text, "--merges", "30", "--big-mb", "0.5")
+    lines = [ln for ln in out.splitlines() if " MB, " in ln]
+    assert [ln.split(",")[1].split(":")[0].strip() for ln in lines] == ["scratch", "fast"] * 2
+    assert float(lines[2].split(" MB")[0]) >= 0.5  # the big text is as big as asked
+    bpt = [float(re.search(r"([\d.]+) bytes/token", ln).group(1)) for ln in lines]
+    assert all(b > 1.5 for b in bpt)  # 30 merges of a 12-word text compress it
+    assert len(rows) == 1 and "| bpe |" in rows[0]
