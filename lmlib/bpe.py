@@ -353,9 +353,9 @@ class BPETokenizer(Tokenizer):
         """Ids to text. Ids cut from the middle of a sequence may split a character's
         bytes; such partial characters decode as U+FFFD (the replacement character)."""
         arr = self._check_ids(ids)
-        n_bytes = 256 + len(self.merges)
-        tb = self.token_bytes
-        out = b"".join(tb[i] if i < n_bytes else self.vocab[i].encode("utf-8") for i in arr.tolist())
+        tb = self.token_bytes + [s.encode("utf-8") for s in self.special_tokens]
+        step = 1 << 20  # a million ids at a time, so a big text never becomes one huge list of ints
+        out = b"".join(b"".join(map(tb.__getitem__, arr[i:i + step].tolist())) for i in range(0, len(arr), step))
         return out.decode("utf-8", errors="replace")
 
     def token_text(self, i: int) -> str:
