@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -95,7 +96,11 @@ def encode(enc: Any, text: str, threads: int | None = None, chunk_chars: int = 1
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     chunks = cut_text(text, min(chunk_chars, max(1 << 16, -(-len(text) // (4 * threads)))))
+
+    def one(chunk: str) -> np.ndarray:  # each chunk's list of ints becomes an array at once: less memory
+        return np.array(enc.encode_ordinary(chunk), dtype=np.int32)
+
     if len(chunks) == 1 or threads == 1:
-        return np.concatenate([np.array(enc.encode_ordinary(c), dtype=np.int32) for c in chunks])
-    out = enc.encode_ordinary_batch(chunks, num_threads=min(threads, len(chunks)))
-    return np.concatenate([np.array(ids, dtype=np.int32) for ids in out])
+        return np.concatenate([one(c) for c in chunks])
+    with ThreadPoolExecutor(min(threads, len(chunks))) as pool:  # tiktoken releases the GIL while it encodes
+        return np.concatenate(list(pool.map(one, chunks)))
