@@ -4,7 +4,9 @@
 The repository's address is set in one place, ``repository.url`` in
 ``_config.yml``: Jupyter Book derives the Binder, Colab and repository
 buttons from it. The first cell of each chapter installs ``lmlib`` from the
-same address when the library is missing (as on Colab), so after changing the
+same address when the library is missing (as on Colab): it clones the repository,
+installs lmlib from the clone and points ``LMLIB_EXPERIMENTS`` at the clone's
+``experiments/`` folder (`lmlib.experiments`). So after changing the
 setting run ``python tools/set_repository.py``; ``--check`` only reports
 chapters that disagree (the test suite runs it).
 
@@ -25,14 +27,23 @@ ROOT = Path(__file__).resolve().parent.parent
 TAG = "lmlib-install"
 TEMPLATE = """\
 # Installs lmlib where it is missing (e.g. on Colab); the HTML book leaves this cell out.
+import os
+
+repo = os.path.expanduser("~/{name}")  # a clone: lmlib, and the results some chapters read
 try:
     import lmlib
 except ImportError:
-    %pip install -q git+{url}
+    import subprocess
+
+    if not os.path.isdir(repo):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "{url}", repo], check=True)
+    %pip install -q $repo
     import importlib
 
     importlib.invalidate_caches()
-    import lmlib"""
+    import lmlib
+if os.path.isdir(repo):  # where lmlib.experiments finds the results files outside a clone
+    os.environ.setdefault("LMLIB_EXPERIMENTS", os.path.join(repo, "experiments"))"""
 
 
 def repository_url(config: Path = ROOT / "_config.yml") -> str:
@@ -41,7 +52,7 @@ def repository_url(config: Path = ROOT / "_config.yml") -> str:
 
 
 def install_source(url: str) -> str:
-    return TEMPLATE.format(url=url)
+    return TEMPLATE.format(url=url, name=url.rsplit("/", 1)[-1])
 
 
 def install_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
