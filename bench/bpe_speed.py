@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import subprocess
@@ -71,7 +70,7 @@ def one_backend(data: str, backend: str, merges: int, big_mb: float) -> dict:
         enc = tok._fast_encoder()
         _, out["one_thread_wall"], out["one_thread_cpu"] = timed(bpe_fast.encode, enc, text, threads=1)
         ids, out["encode_wall"], out["encode_cpu"] = timed(tok.encode_array, text)  # all CPUs
-    out.update(bytes_per_token=mb * 1e6 / len(ids), peak_mb=peak_mb() - base, threads=len(os.sched_getaffinity(0)))
+    out.update(bytes_per_token=mb * 1e6 / len(ids), peak_mb=peak_mb() - base, threads=bpe_fast.cpu_threads())
     assert tok.decode(ids) == text  # after the memory figure: decoding is not what is measured
     return out
 

@@ -14,7 +14,7 @@ on exactly the same bytes.
    character model's CPU seconds per step over BPE's (measured in 1), with its own full
    schedule.
 
-The text is read from ``--data`` (default: lmlib's download cache, filled by
+The text is read from ``--data`` (default: lmlib's cache, downloaded once by
 ``lmlib.download``); its sha256 is checked and recorded. One thread; times are CPU
 seconds of this process. About 2 minutes of CPU.
 """
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import lmlib  # noqa: E402
 from lmlib import data as D  # noqa: E402
 from lmlib.bpe import BPETokenizer  # noqa: E402
-from lmlib.download import FILENAME, TINY_SHAKESPEARE_SHA256, default_cache_dir  # noqa: E402
+from lmlib.download import TINY_SHAKESPEARE_SHA256, download_tiny_shakespeare  # noqa: E402
 from lmlib.fsutil import atomic_write_text, sha256_file  # noqa: E402
 from lmlib.metrics import bits_per_byte  # noqa: E402
 from lmlib.tokenizers import CharTokenizer  # noqa: E402
@@ -76,12 +76,13 @@ def one_run(data: D.TokenData, kind: str, seed: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(default_cache_dir() / FILENAME), help="the Tiny Shakespeare text")
+    p.add_argument("--data", help="a copy of tinyshakespeare.txt (default: lmlib's cache, downloaded once)")
     a = p.parse_args(argv)
-    if sha256_file(a.data) != TINY_SHAKESPEARE_SHA256:
-        raise SystemExit(f"{a.data} is not Tiny Shakespeare (sha256 differs)")
+    source = Path(a.data) if a.data else download_tiny_shakespeare()
+    if sha256_file(source) != TINY_SHAKESPEARE_SHA256:
+        raise SystemExit(f"{source} is not Tiny Shakespeare (sha256 differs)")
     torch.set_num_threads(1)
-    text = Path(a.data).read_text(encoding="utf-8")
+    text = source.read_text(encoding="utf-8")
     data = datasets(text)
     wall, cpu = time.time(), time.process_time()
     runs = [one_run(data[k], k, s, STEPS) for s in SEEDS for k in ("char", "bpe")]

@@ -45,8 +45,8 @@ import numpy as np
 from lmlib.errors import LmlibError
 from lmlib.tokenizers import Tokenizer
 
-__all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "encode_piece", "merge_pair",
-           "pair_counts", "pre_split", "safe_cut", "train_merges", "cut_text"]
+__all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "cut_text", "encode_piece",
+           "merge_pair", "pair_counts", "pre_split", "safe_cut", "train_merges"]
 
 #: GPT-2's pre-split, in Python's ``re`` syntax (GPT-2 uses \\p{L} and \\p{N}, which ``re``
 #: lacks): contractions, a word with an optional space in front, a number, a run of other

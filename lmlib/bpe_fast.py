@@ -29,12 +29,12 @@ import numpy as np
 
 from lmlib.errors import LmlibError
 
-__all__ = ["RUST_PATTERN", "encode", "encoder", "train"]
+__all__ = ["RUST_PATTERN", "cpu_threads", "encode", "encoder", "train"]
 
 # Python's \s also holds the separators \x1c-\x1f; Python's \w is letters, numbers and "_".
 _S = r"\s\x1c-\x1f"
 #: lmlib.bpe.PATTERN in Rust regex syntax, class by class equal to Python's ``re`` meaning
-#: (checked on every assigned code point by tests/test_bpe.py).
+#: (tests/test_bpe.py checks code points of every Unicode class in many contexts).
 RUST_PATTERN = (r"'(?:[sdmt]|ll|ve|re)| ?[\p{L}\p{Nl}\p{No}]+| ?\p{Nd}+| ?(?:[^" + _S + r"\p{L}\p{N}]|_)+"
                 r"|[" + _S + r"]+(?![^" + _S + r"])|[" + _S + r"]+|[\s\S]")
 
@@ -84,6 +84,11 @@ def encoder(token_bytes: Sequence[bytes], pattern: str) -> Any | None:
     return tiktoken.Encoding("lmlib-bpe", pat_str=RUST_PATTERN, mergeable_ranks=ranks, special_tokens={})
 
 
+def cpu_threads() -> int:
+    """The CPUs this process may use (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def encode(enc: Any, text: str, threads: int | None = None, chunk_chars: int = 1 << 20) -> np.ndarray:
     """Encode ordinary text (no special tokens) with a tiktoken encoder, as int32 ids.
 
@@ -93,8 +98,7 @@ def encode(enc: Any, text: str, threads: int | None = None, chunk_chars: int = 1
     (default: the CPUs this process may use). The ids do not depend on the cuts."""
     from lmlib.bpe import cut_text
 
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = threads or cpu_threads()
     chunks = cut_text(text, min(chunk_chars, max(1 << 16, -(-len(text) // (4 * threads)))))
 
     def one(chunk: str) -> np.ndarray:  # each chunk's list of ints becomes an array at once: less memory
