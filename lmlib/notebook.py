@@ -8,10 +8,11 @@ lazily inside the functions that need them.
 
 What it provides:
 
-``setup(seed, threads)``
-    Seeds Python, NumPy and PyTorch, fixes the number of CPU threads and sets
-    matplotlib defaults, so a chapter gives the same numbers (and the same
-    figure bytes) every time it is executed on a CPU.
+``setup(seed, threads, rel, device)``
+    Seeds Python, NumPy and PyTorch, fixes the number of CPU threads, sets
+    matplotlib defaults, the chapter's tolerance for shown numbers and the
+    device that ``device="auto"`` means (the CPU), so a chapter gives the same
+    numbers (and the same figure bytes) every time it is executed.
 
 ``slider_gallery(values, make_figure, ...)``
     A slider that switches between precomputed figures, one per value. The
@@ -30,10 +31,11 @@ What it provides:
     The figure ``LiveCurves`` draws, and deterministic PNG rendering; both live
     in :mod:`lmlib.plots` with lmlib's other figures, and are re-exported here.
 
-``glue(name, value, spec)``
-    myst-nb's ``glue`` for a number the prose states, rounded to the digits
-    the prose shows and refused near a rounding boundary
-    (:mod:`lmlib.stable`), so the stored output holds on every machine.
+``glue(name, value, spec)`` and ``show(value, spec)``
+    myst-nb's ``glue`` for a number the prose states, and ``format`` for a
+    printed one: rounded to the digits shown and refused near a rounding
+    boundary (:mod:`lmlib.stable`) with the chapter's tolerance, so the stored
+    output holds on every machine.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 
 from lmlib.plots import figure_png, loss_figure  # the chapters import both from here
 from lmlib.stable import DEFAULT_REL, rounded
+from lmlib.stable import show as _show
 
 __all__ = [
     "LiveCurves",
@@ -55,6 +58,7 @@ __all__ = [
     "live_control",
     "loss_figure",
     "setup",
+    "show",
     "slider_gallery",
 ]
 
@@ -84,17 +88,32 @@ MPL_DEFAULTS: dict[str, Any] = {
 }
 
 
-def setup(seed: int = 0, threads: int = 2) -> None:
+#: The chapter's tolerance: the relative difference its results may show between
+#: correct machines (set by `setup`, used by `glue` and `show`).
+_chapter = {"rel": DEFAULT_REL}
+
+
+def setup(seed: int = 0, threads: int = 2, rel: float = DEFAULT_REL, device: str = "cpu") -> None:
     """Make the rest of the notebook reproducible.
 
     Seeds Python's, NumPy's and PyTorch's random number generators with
     ``seed``, runs PyTorch on ``threads`` CPU threads (a different number of
     threads can change the last bits of a floating-point sum) and sets the
-    matplotlib defaults in :data:`MPL_DEFAULTS`. Call it once at the top of a
-    chapter; calling it again resets the random state.
+    matplotlib defaults in :data:`MPL_DEFAULTS`. ``rel`` is the chapter's
+    tolerance for the numbers `glue` and `show` state (see :mod:`lmlib.stable`).
+    ``device`` is what ``device="auto"`` means in this process (the
+    ``LMLIB_DEVICE`` variable, which `torchrun` children inherit): the CPU,
+    because the stored outputs are CPU results; ``"auto"`` lets lmlib pick a
+    GPU or Apple's MPS, whose results differ from them in the last digits.
+    Call it once at the top of a chapter; calling it again resets the random state.
     """
     # No timestamps in saved SVG/PDF files (PNG files carry none).
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+    _chapter["rel"] = rel
+    if device == "auto":
+        os.environ.pop("LMLIB_DEVICE", None)
+    else:
+        os.environ["LMLIB_DEVICE"] = device
     random.seed(seed)
     try:
         import numpy as np
@@ -131,24 +150,30 @@ def setup(seed: int = 0, threads: int = 2) -> None:
     matplotlib.rcParams.update(MPL_DEFAULTS)
 
 
-def glue(name: str, value: Any, spec: str | None = None, *, rel: float = DEFAULT_REL, atol: float = 0.0) -> None:
+def glue(name: str, value: Any, spec: str | None = None, *, rel: float | None = None, atol: float = 0.0) -> None:
     """Glue ``value`` for the prose as ``{glue:text}`name:spec```.
 
     A float is stored rounded to the digits ``spec`` shows (see
     :func:`lmlib.stable.rounded`, which also refuses a value within
-    ``rel * |value| + atol`` of a rounding boundary): the stored output is
-    then the number the reader sees, and any correct machine reproduces it.
-    Integers and strings are stored as they are.
+    ``rel * |value| + atol`` of a rounding boundary; ``rel`` defaults to the
+    chapter's tolerance): the stored output is then the number the reader
+    sees, and any correct machine reproduces it. Integers and strings are
+    stored as they are.
     """
     from myst_nb import glue as myst_glue
 
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if spec is not None:
-        value = rounded(value, spec, rel=rel, atol=atol)
+        value = rounded(value, spec, rel=_chapter["rel"] if rel is None else rel, atol=atol)
     elif isinstance(value, float):
         raise TypeError(f"glue({name!r}): give the format the prose shows for a float, e.g. glue(name, x, '.3f')")
     myst_glue(name, value, display=False)
+
+
+def show(value: Any, spec: str, *, rel: float | None = None, atol: float = 0.0) -> str:
+    """``format(value, spec)`` for printing, refused like `glue` near a rounding boundary."""
+    return _show(value, spec, rel=_chapter["rel"] if rel is None else rel, atol=atol)
 
 
 def in_live_kernel() -> bool:

@@ -28,7 +28,16 @@ DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """`auto`: CUDA if present, then Apple's MPS, then the CPU; a named device must exist."""
+    """`auto`: CUDA if present, then Apple's MPS, then the CPU; a named device must exist.
+
+    Where the environment variable ``LMLIB_DEVICE`` is set (`lmlib.notebook.setup`
+    sets it to ``cpu``, so the book's chapters compute what their stored outputs
+    show), ``auto`` means that device instead.
+    """
+    if name == "auto" and os.environ.get("LMLIB_DEVICE"):
+        name = os.environ["LMLIB_DEVICE"]
+        if not DEVICE_NAME.fullmatch(name):
+            raise LmlibError(f"LMLIB_DEVICE={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
     if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
         raise LmlibError(f"unknown device {name!r}: choose auto, cpu, cuda, cuda:N or mps")
     if name == "auto":

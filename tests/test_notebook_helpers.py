@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import matplotlib
@@ -198,3 +199,36 @@ def test_live_control_reports_errors():
         control.train()
     assert control.status.value == "failed: RuntimeError: diverged"
     assert not control.button.disabled
+
+
+def test_setup_sets_the_chapter_tolerance_for_glue_and_show(monkeypatch):
+    from lmlib import notebook
+
+    monkeypatch.delenv("LMLIB_DEVICE", raising=False)
+    notebook.setup(rel=1e-3)
+    try:
+        # 0.12345 is within 1e-3 relative of the boundary between 0.123 and 0.124
+        with pytest.raises(ValueError, match="rounding boundary"):
+            notebook.show(0.12349, ".3f")
+        assert notebook.show(0.12349, ".3f", rel=1e-6) == "0.123"
+    finally:
+        notebook.setup()
+    assert notebook.show(0.12349, ".3f") == "0.123"  # the default tolerance, 1e-5
+
+
+def test_setup_pins_auto_to_the_cpu_and_a_reader_can_opt_out(monkeypatch):
+    from lmlib import notebook
+    from lmlib.errors import LmlibError
+    from lmlib.runtime import pick_device
+
+    monkeypatch.delenv("LMLIB_DEVICE", raising=False)
+    notebook.setup()
+    assert os.environ["LMLIB_DEVICE"] == "cpu" and pick_device("auto").type == "cpu"
+    notebook.setup(device="auto")
+    assert "LMLIB_DEVICE" not in os.environ
+    monkeypatch.setenv("LMLIB_DEVICE", "cuda:7")  # what auto means now: a device this machine lacks
+    with pytest.raises(LmlibError, match="cuda:7"):
+        pick_device("auto")
+    monkeypatch.setenv("LMLIB_DEVICE", "gpu")
+    with pytest.raises(LmlibError, match="LMLIB_DEVICE"):
+        pick_device("auto")
