@@ -1,0 +1,166 @@
+"""Export to the Hugging Face format and back (lmlib.hf, lmlib.hf_tokenizer, `lmlib export`)."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import sys as _sys
+import unicodedata
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # every load below is from a local folder: never the network
+transformers = pytest.importorskip("transformers")
+
+from helpers import TINY, char_data  # noqa: E402
+
+from lmlib import LmlibError, load_data, train  # noqa: E402
+from lmlib.checkpoint import load_model  # noqa: E402
+from lmlib.cli import main  # noqa: E402
+from lmlib.evaluate import generate  # noqa: E402
+from lmlib.hf import export_run, load_gpt2  # noqa: E402
+from lmlib.hf_tokenizer import WORD_PATTERN, tokenizer_json  # noqa: E402
+from lmlib.tokenizers import CharTokenizer, WordTokenizer, split_words  # noqa: E402
+
+TEXT = "Hello world.\n(it's) a-b [x] {y}; z: 'q' ok?! _under 12\r\n  tab\tend, «ça» ΟΔΟΣ 東京\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A char-level run on a short text and a word-level synthetic run trained with bias=False and dropout."""
+    root = tmp_path_factory.mktemp("runs")
+    settings = {**TINY, "max_steps": 30}
+    train(char_data(), out_dir=str(root / "char"), plots=False, **settings)
+    words = load_data("synthetic", n_tokens=4000)
+    train(words, out_dir=str(root / "word"), plots=False, bias=False, dropout=0.1, **settings)
+    return {"char": root / "char", "word": root / "word"}
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_transformers_loads_the_export_with_lmlibs_logits_greedy_text_and_ids(runs, kind, tmp_path):
+    out = export_run(runs[kind], tmp_path / "hf")
+    model, tok, _ = load_model(runs[kind] / "best.pt")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert type(hf).__name__ == "GPT2LMHeadModel" and hf.config.activation_function == "gelu"
+
+    prompt = "the cat sat" if kind == "char" else ". the"
+    ids = tok.encode(prompt)
+    assert hf_tok(prompt)["input_ids"] == ids
+    x = torch.randint(0, tok.vocab_size, (3, model.config.block_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model(x)[0] - hf(x).logits).abs().max() <= 1e-5
+
+    n_new = model.config.block_size - len(ids)  # HF refuses to run past n_positions; lmlib would crop
+    ours = generate(model, tok, prompt, max_new_tokens=n_new, temperature=0)
+    theirs = hf.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=n_new, pad_token_id=0)[0]
+    assert tok.decode(theirs) == ours
+    assert hf_tok.decode(theirs) == ours  # the decoder of tokenizer.json spaces the text as lmlib does
+
+
+def test_tokenizer_json_encodes_and_decodes_like_lmlib():
+    from tokenizers import Tokenizer
+
+    lower = TEXT.replace("ΟΔΟΣ", "ΟΔΟ")  # (no final sigma, see below)
+    for text, tok in [(TEXT, CharTokenizer.fit(TEXT)), (TEXT, WordTokenizer.fit(TEXT)),
+                      (lower, WordTokenizer.fit(lower, lowercase=True, unk=True))]:
+        hf = Tokenizer.from_str(tokenizer_json(tok))
+        ids = hf.encode(text).ids
+        assert ids == tok.encode(text)
+        assert hf.decode(ids) == tok.decode(ids)
+        assert hf.get_vocab() == tok.stoi  # same symbols, same ids
+    # The documented difference: Rust lower-cases letter by letter, Python writes a word's last sigma as "ς".
+    greek = WordTokenizer.fit("ΟΔΟΣ οδοσ", lowercase=True)
+    assert greek.split("ΟΔΟΣ") == ["οδος"] and Tokenizer.from_str(tokenizer_json(greek)).encode("ΟΔΟΣ").tokens == ["οδοσ"]
+    unk = WordTokenizer.fit(TEXT, unk=True)
+    assert Tokenizer.from_str(tokenizer_json(unk)).encode("hello unseen").ids == unk.encode("hello unseen")
+
+
+def test_word_pattern_cuts_all_of_unicode_like_python():
+    # Every character Python's tables know, next to letters, digits, spaces and punctuation.
+    from tokenizers import Regex, pre_tokenizers
+
+    rng = random.Random(0)
+    chars = [chr(c) for c in range(_sys.maxunicode + 1)
+             if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"]
+    text = "".join(c + rng.choice(["a", " ", "", "\n", ".", "1", "_", "\x1c"]) for c in chars)
+    cut = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="removed", invert=True)
+    assert [p for p, _ in cut.pre_tokenize_str(text)] == split_words(text)
+
+
+def test_export_then_load_gpt2_round_trip(runs, tmp_path):
+    for kind in ("char", "word"):
+        model, tok, _ = load_model(runs[kind] / "best.pt")
+        back, back_tok = load_gpt2(export_run(runs[kind], tmp_path / kind))
+        assert back_tok == tok
+        x = torch.arange(model.config.block_size)[None] % tok.vocab_size
+        with torch.no_grad():
+            assert (model(x)[0] - back(x)[0]).abs().max() <= 1e-6
+
+
+def _random_hf_gpt2(**overrides):
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=12, n_embd=32, n_layer=2, n_head=4,
+                                  activation_function="gelu", bos_token_id=None, eos_token_id=None, **overrides)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # biases and LayerNorms away from their zero/one start, so a mix-up shows
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "ln_" in name:
+                p.normal_(0, 0.1)
+    return model
+
+
+def test_load_gpt2_from_transformers_save_pretrained_and_from_a_bin_file(tmp_path):
+    hf = _random_hf_gpt2()
+    hf.save_pretrained(tmp_path / "st")
+    x = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = hf(x).logits
+        model, tok = load_gpt2(tmp_path / "st")
+        assert tok is None and model.config.block_size == 12
+        assert (model(x)[0] - want).abs().max() <= 1e-5
+        # the original GPT-2 files: pytorch_model.bin, names without "transformer.", mask buffers in them
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "config.json").write_text((tmp_path / "st" / "config.json").read_text())
+        state = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items()}
+        state.update({f"h.{i}.attn.bias": torch.ones(1, 1, 12, 12) for i in range(2)})
+        torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
+        assert (load_gpt2(tmp_path / "bin")[0](x)[0] - want).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("setting, words", [
+    ({"activation_function": "gelu_new"}, "activation_function is 'gelu_new'"),
+    ({"tie_word_embeddings": False}, "not tied"),
+    ({"n_inner": 64}, "n_inner is 64"),
+    ({"model_type": "llama"}, "model_type is 'llama'"),
+])
+def test_load_gpt2_refuses_what_lmlib_cannot_compute(tmp_path, setting, words):
+    _random_hf_gpt2().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **setting}))
+    with pytest.raises(LmlibError, match=words) as e:
+        load_gpt2(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_export_and_its_errors(runs, tmp_path, capsys):
+    assert main(["export", str(runs["char"]), "--out", str(tmp_path / "hf")]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json", "generation_config.json"} <= {p.name for p in (tmp_path / "hf").iterdir()}
+    assert "hf" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_lmlib_imports_without_transformers_and_export_names_the_extra(runs, tmp_path):
+    code = ("import sys; sys.modules['transformers'] = sys.modules['safetensors'] = None\n"
+            "import lmlib, lmlib.hf\n"
+            "try:\n    lmlib.hf.export_run(sys.argv[1], sys.argv[2])\n"
+            "except lmlib.LmlibError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(runs["char"]), str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "pip install lmlib[hf]" in r.stdout, r.stderr
