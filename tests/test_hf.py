@@ -5,16 +5,13 @@ import os
 import random
 import subprocess
 import sys
-import sys as _sys
 import unicodedata
 
-import pytest
-import torch
+os.environ["HF_HUB_OFFLINE"] = "1"  # (before transformers reads it) every load below is from a local folder
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # every load below is from a local folder: never the network
-transformers = pytest.importorskip("transformers")
-
-from helpers import TINY, char_data  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from lmlib import LmlibError, load_data, train  # noqa: E402
 from lmlib.checkpoint import load_model  # noqa: E402
@@ -23,6 +20,8 @@ from lmlib.evaluate import generate  # noqa: E402
 from lmlib.hf import export_run, load_gpt2  # noqa: E402
 from lmlib.hf_tokenizer import WORD_PATTERN, tokenizer_json  # noqa: E402
 from lmlib.tokenizers import CharTokenizer, WordTokenizer, split_words  # noqa: E402
+
+from helpers import TINY, char_data  # noqa: E402
 
 TEXT = "Hello world.\n(it's) a-b [x] {y}; z: 'q' ok?! _under 12\r\n  tab\tend, «ça» ΟΔΟΣ 東京\n"
 
@@ -83,7 +82,7 @@ def test_word_pattern_cuts_all_of_unicode_like_python():
     from tokenizers import Regex, pre_tokenizers
 
     rng = random.Random(0)
-    chars = [chr(c) for c in range(_sys.maxunicode + 1)
+    chars = [chr(c) for c in range(sys.maxunicode + 1)
              if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"]
     text = "".join(c + rng.choice(["a", " ", "", "\n", ".", "1", "_", "\x1c"]) for c in chars)
     cut = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="removed", invert=True)
