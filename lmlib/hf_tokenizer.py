@@ -12,8 +12,8 @@ schema is whatever that package writes, and ``tokenizers.Tokenizer.from_file`` a
   both cut every character that Python's Unicode tables know the same way. The decoder
   puts lmlib's spaces back: a space before each token except closing punctuation, none
   after an opening one (`lmlib.tokenizers.WordTokenizer.decode`). Lower-casing
-  (``lowercase=True``) is the ``Lowercase`` normalizer (Rust's lower-casing, which agrees
-  with Python's except for a few characters whose lower case is longer, like "İ").
+  (``lowercase=True``) is the ``Lowercase`` normalizer, letter by letter, so a word-final
+  "Σ" becomes "σ" where Python's ``str.lower`` writes "ς".
 - bpe: the tokenizer's own ``tokenizer.json`` (`lmlib.bpe`).
 """
 

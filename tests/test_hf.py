@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from lmlib import LmlibError, load_data, train  # noqa: E402
+from lmlib import LmlibError, TrainConfig, Trainer, load_data, train  # noqa: E402
 from lmlib.checkpoint import load_model  # noqa: E402
 from lmlib.cli import main  # noqa: E402
 from lmlib.evaluate import generate  # noqa: E402
@@ -23,6 +23,7 @@ from lmlib.tokenizers import CharTokenizer, WordTokenizer, split_words  # noqa: 
 
 from helpers import TINY, char_data  # noqa: E402
 
+GPT_KEYS = {"block_size", "n_layer", "n_head", "n_embd"}
 TEXT = "Hello world.\n(it's) a-b [x] {y}; z: 'q' ok?! _under 12\r\n  tab\tend, «ça» ΟΔΟΣ 東京\n"
 
 
@@ -30,7 +31,7 @@ TEXT = "Hello world.\n(it's) a-b [x] {y}; z: 'q' ok?! _under 12\r\n  tab\tend, �
 def runs(tmp_path_factory):
     """A char-level run on a short text and a word-level synthetic run trained with bias=False and dropout."""
     root = tmp_path_factory.mktemp("runs")
-    settings = {**TINY, "max_steps": 30}
+    settings = {**TINY, "max_steps": 16}
     train(char_data(), out_dir=str(root / "char"), plots=False, **settings)
     words = load_data("synthetic", n_tokens=4000)
     train(words, out_dir=str(root / "word"), plots=False, bias=False, dropout=0.1, **settings)
@@ -81,10 +82,11 @@ def test_word_pattern_cuts_all_of_unicode_like_python():
     # Every character Python's tables know, next to letters, digits, spaces and punctuation.
     from tokenizers import Regex, pre_tokenizers
 
-    rng = random.Random(0)
     chars = [chr(c) for c in range(sys.maxunicode + 1)
              if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"]
-    text = "".join(c + rng.choice(["a", " ", "", "\n", ".", "1", "_", "\x1c"]) for c in chars)
+    random.Random(0).shuffle(chars)
+    seps = ["a", " ", "", "\n", ".", "1", "_", "\x1c", "", ""]
+    text = "".join(c + seps[i % len(seps)] for i, c in enumerate(chars))
     cut = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="removed", invert=True)
     assert [p for p, _ in cut.pre_tokenize_str(text)] == split_words(text)
 
@@ -134,6 +136,8 @@ def test_load_gpt2_from_transformers_save_pretrained_and_from_a_bin_file(tmp_pat
     ({"tie_word_embeddings": False}, "not tied"),
     ({"n_inner": 64}, "n_inner is 64"),
     ({"model_type": "llama"}, "model_type is 'llama'"),
+    ({"scale_attn_by_inverse_layer_idx": True}, "attention is scaled"),
+    ({"add_cross_attention": True}, "cross-attention"),
 ])
 def test_load_gpt2_refuses_what_lmlib_cannot_compute(tmp_path, setting, words):
     _random_hf_gpt2().save_pretrained(tmp_path)
@@ -142,6 +146,26 @@ def test_load_gpt2_refuses_what_lmlib_cannot_compute(tmp_path, setting, words):
     with pytest.raises(LmlibError, match=words) as e:
         load_gpt2(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_load_gpt2_needs_a_config_and_one_weights_file(tmp_path):
+    with pytest.raises(LmlibError, match="no config.json"):
+        load_gpt2(tmp_path)
+    _random_hf_gpt2().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path / "model-00001-of-00002.safetensors")
+    with pytest.raises(LmlibError, match="sharded model is not supported"):
+        load_gpt2(tmp_path)
+
+
+def test_a_loaded_model_fine_tunes_with_the_trainer(runs, tmp_path):
+    model, tok = load_gpt2(export_run(runs["char"], tmp_path / "hf"))
+    data = char_data()
+    assert data.tokenizer == tok
+    before = model.tok_emb.weight.clone()
+    config = TrainConfig(**{k: v for k, v in TINY.items() if k not in GPT_KEYS}, max_steps=3,
+                         out_dir=str(tmp_path / "tuned"))
+    result = Trainer(model.config, data, config, model=model).fit()
+    assert result.status == "finished" and not torch.equal(before, model.tok_emb.weight)
 
 
 def test_cli_export_and_its_errors(runs, tmp_path, capsys):
@@ -155,11 +179,12 @@ def test_cli_export_and_its_errors(runs, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_lmlib_imports_without_transformers_and_export_names_the_extra(runs, tmp_path):
-    code = ("import sys; sys.modules['transformers'] = sys.modules['safetensors'] = None\n"
-            "import lmlib, lmlib.hf\n"
-            "try:\n    lmlib.hf.export_run(sys.argv[1], sys.argv[2])\n"
-            "except lmlib.LmlibError as e:\n    print(e)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(runs["char"]), str(tmp_path / "x")],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "pip install lmlib[hf]" in r.stdout, r.stderr
+def test_lmlib_imports_without_transformers_and_export_names_the_extra(runs, tmp_path, monkeypatch):
+    code = "import sys; sys.modules['transformers'] = sys.modules['safetensors'] = None; import lmlib, lmlib.hf"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(LmlibError, match=r"pip install lmlib\[hf\]"):
+        export_run(runs["char"], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
