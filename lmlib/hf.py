@@ -27,7 +27,7 @@ import torch
 
 from lmlib.errors import LmlibError
 from lmlib.fsutil import atomic_write, atomic_write_text
-from lmlib.hf_tokenizer import tokenizer_files
+from lmlib.hf_tokenizer import EOT, tokenizer_files
 from lmlib.model import GPT, GPTConfig
 from lmlib.tokenizers import Tokenizer, load_tokenizer
 
@@ -104,9 +104,7 @@ def gpt2_config(cfg: GPTConfig, tokenizer: Tokenizer | None = None) -> dict[str,
 
 
 def _end_of_text_id(tokenizer: Tokenizer | None) -> int | None:
-    stoi = getattr(tokenizer, "stoi", None) or {}
-    special = getattr(tokenizer, "special_tokens", ())
-    return next((stoi[s] for s in special if s == "<|endoftext|>" and s in stoi), None)
+    return getattr(tokenizer, "special_ids", {}).get(EOT)  # (a bpe tokenizer's; char and word have none)
 
 
 def export_model(model: GPT, tokenizer: Tokenizer | None, out_dir: str | Path) -> Path:
@@ -188,9 +186,10 @@ def load_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
     """Load a local Hugging Face GPT-2 folder (config.json + weights) into an lmlib `GPT`.
 
     Returns (model in eval mode, fp32, biases on; the tokenizer or None). The tokenizer is
-    the run's own when the folder was written by `export_run`; else None (use the folder's
-    tokenizer.json with the ``tokenizers`` package). Any GPT-2 setting lmlib's model does
-    not compute (GPT-2's "gelu_new" activation, untied output layer, ...) raises LmlibError.
+    the run's own when the folder was written by `export_run`; else the folder's byte-level
+    BPE ``tokenizer.json`` (`lmlib.bpe_formats.from_tokenizer_json`); else None. Any GPT-2
+    setting lmlib's model does not compute (GPT-2's "gelu_new" activation, an untied output
+    layer, ...) raises LmlibError.
     """
     path = Path(path)
     try:
@@ -221,5 +220,17 @@ def load_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise LmlibError(f"{path}: the weights do not match config.json: {' '.join(str(e).split())[:160]}") from None
-    tokenizer = load_tokenizer(path / LMLIB_TOKENIZER) if (path / LMLIB_TOKENIZER).is_file() else None
-    return model.eval(), tokenizer
+    return model.eval(), _folder_tokenizer(path)
+
+
+def _folder_tokenizer(path: Path) -> Tokenizer | None:
+    if (path / LMLIB_TOKENIZER).is_file():  # written by export_model: exactly the run's tokenizer
+        return load_tokenizer(path / LMLIB_TOKENIZER)
+    if (path / "tokenizer.json").is_file():
+        from lmlib.bpe_formats import from_tokenizer_json
+
+        try:
+            return from_tokenizer_json(path / "tokenizer.json")  # a byte-level BPE, like GPT-2's own
+        except LmlibError:
+            return None  # another kind of tokenizer: the model is still usable
+    return None

@@ -14,7 +14,9 @@ schema is whatever that package writes, and ``tokenizers.Tokenizer.from_file`` a
   after an opening one (`lmlib.tokenizers.WordTokenizer.decode`). Lower-casing
   (``lowercase=True``) is the ``Lowercase`` normalizer, letter by letter, so a word-final
   "Σ" becomes "σ" where Python's ``str.lower`` writes "ς".
-- bpe: the tokenizer's own ``tokenizer.json`` (`lmlib.bpe`).
+- bpe: `lmlib.bpe_formats.to_tokenizer_json` (byte-level BPE with GPT-2's pre-split; the
+  special tokens are added tokens, which ``tokenizers`` finds wherever they occur in a text,
+  like lmlib's ``encode(text, allowed_special="all")``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = ["tokenizer_files", "tokenizer_json"]
 _W = r"\p{L}\p{N}_"
 _S = r"\p{White_Space}\x{1C}-\x{1F}"
 WORD_PATTERN = rf"\n|[{_W}]+|[^{_W}{_S}]"
+EOT = "<|endoftext|>"  # GPT-2's end-of-text token: bos and eos of an exported model that has it
 
 
 def _class(chars: frozenset[str]) -> str:
@@ -52,7 +55,9 @@ def _word_decoder():
 def tokenizer_json(tokenizer: Tokenizer) -> str:
     """``tokenizer.json`` text for an lmlib tokenizer: the same ids for the same text."""
     if tokenizer.kind == "bpe":
-        return tokenizer.to_tokenizer_json()
+        from lmlib.bpe_formats import to_tokenizer_json
+
+        return json.dumps(to_tokenizer_json(tokenizer), ensure_ascii=False)
     from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
@@ -78,8 +83,8 @@ def tokenizer_json(tokenizer: Tokenizer) -> str:
 def tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, Any]:
     """The files ``AutoTokenizer.from_pretrained`` reads: {name: contents (a JSON object)}."""
     special = {}
-    if "<|endoftext|>" in getattr(tokenizer, "special_tokens", ()):
-        special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+    if EOT in getattr(tokenizer, "special_tokens", ()):
+        special = {"bos_token": EOT, "eos_token": EOT}
     if getattr(tokenizer, "unk", False):
         special["unk_token"] = UNK
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,

@@ -60,6 +60,43 @@ def test_transformers_loads_the_export_with_lmlibs_logits_greedy_text_and_ids(ru
     assert hf_tok.decode(theirs) == ours  # the decoder of tokenizer.json spaces the text as lmlib does
 
 
+def test_a_bpe_run_exports_with_its_end_of_text_token(tmp_path):
+    pytest.importorskip("lmlib.bpe_formats")  # (T1's work: until main has it)
+    from tokenizers import Tokenizer
+
+    from lmlib.bpe import BPETokenizer
+    from lmlib.data import TokenData
+
+    docs = [TEXT, "the cat sat on the mat. " * 30, "Ἀθῆναι καὶ Σπάρτη, 東京と大阪, naïve café 😀 " * 10]
+    tok = BPETokenizer.fit("".join(docs), vocab_size=300)
+    ids = tok.encode_documents(docs)
+    n = int(len(ids) * 0.8)
+    data = TokenData(train=ids[:n], val=ids[n:], tokenizer=tok, name="bpe", meta={})
+    train(data, out_dir=str(tmp_path / "run"), plots=False, **{**TINY, "max_steps": 16})
+    out = export_run(tmp_path / "run", tmp_path / "hf")
+    model, _, _ = load_model(tmp_path / "run" / "best.pt")
+    eot = tok.special_ids["<|endoftext|>"]
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == eot
+
+    text = docs[2] + "<|endoftext|>" + docs[0]
+    want = tok.encode(text, allowed_special="all")
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).encode(text).ids == want
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert hf_tok(text)["input_ids"] == want and hf_tok.eos_token_id == eot
+    assert hf_tok.decode(want) == tok.decode(want) == text
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    x = torch.tensor([want[:model.config.block_size]])
+    with torch.no_grad():
+        assert (model(x)[0] - hf(x).logits).abs().max() <= 1e-5
+    prompt = want[:4]
+    ours = generate(model, tok, prompt, max_new_tokens=model.config.block_size - 4, temperature=0)
+    theirs = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=model.config.block_size - 4)[0]
+    # transformers stops at the end-of-text token (generation_config.json), lmlib's generate goes on
+    assert ours.startswith(tok.decode(theirs))
+    assert len(theirs) == model.config.block_size or theirs[-1] == eot
+
+
 def test_tokenizer_json_encodes_and_decodes_like_lmlib():
     from tokenizers import Tokenizer
 
@@ -101,9 +138,9 @@ def test_export_then_load_gpt2_round_trip(runs, tmp_path):
             assert (model(x)[0] - back(x)[0]).abs().max() <= 1e-6
 
 
-def _random_hf_gpt2(**overrides):
-    cfg = transformers.GPT2Config(vocab_size=50, n_positions=12, n_embd=32, n_layer=2, n_head=4,
-                                  activation_function="gelu", bos_token_id=None, eos_token_id=None, **overrides)
+def _random_hf_gpt2(vocab_size=50):
+    cfg = transformers.GPT2Config(vocab_size=vocab_size, n_positions=12, n_embd=32, n_layer=2, n_head=4,
+                                  activation_function="gelu", bos_token_id=None, eos_token_id=None)
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # biases and LayerNorms away from their zero/one start, so a mix-up shows
@@ -129,6 +166,21 @@ def test_load_gpt2_from_transformers_save_pretrained_and_from_a_bin_file(tmp_pat
         state.update({f"h.{i}.attn.bias": torch.ones(1, 1, 12, 12) for i in range(2)})
         torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
         assert (load_gpt2(tmp_path / "bin")[0](x)[0] - want).abs().max() <= 1e-5
+
+
+def test_load_gpt2_reads_a_byte_level_bpe_tokenizer_json(tmp_path):
+    pytest.importorskip("lmlib.bpe_formats")  # (T1's work: until main has it)
+    from lmlib.bpe import BPETokenizer
+    from lmlib.bpe_formats import save_tokenizer_json
+
+    tok = BPETokenizer.fit(TEXT * 3, vocab_size=280)
+    _random_hf_gpt2(vocab_size=tok.vocab_size).save_pretrained(tmp_path)
+    save_tokenizer_json(tok, tmp_path / "tokenizer.json")
+    back = load_gpt2(tmp_path)[1]
+    assert back.encode(TEXT, allowed_special="all") == tok.encode(TEXT, allowed_special="all")
+    # a char-level tokenizer.json is not one lmlib reads back: the model alone
+    (tmp_path / "tokenizer.json").write_text(tokenizer_json(CharTokenizer.fit(TEXT)))
+    assert load_gpt2(tmp_path)[1] is None
 
 
 @pytest.mark.parametrize("setting, words", [
