@@ -115,8 +115,7 @@ def export_model(model: GPT, tokenizer: Tokenizer | None, out_dir: str | Path) -
         raise LmlibError(f"{out} exists and is not a folder; choose another --out")
     if tokenizer is not None and tokenizer.vocab_size != model.config.vocab_size:
         raise LmlibError(f"the tokenizer has {tokenizer.vocab_size} symbols but the model {model.config.vocab_size}")
-    weights = gpt2_state_dict(model)
-    atomic_write(out / "model.safetensors", lambda f: f.write(st.save(weights, metadata={"format": "pt"})))
+    # Everything is built before anything is written: a tokenizer that cannot be exported leaves no files.
     files: dict[str, Any] = {"config.json": gpt2_config(model.config, tokenizer)}
     eot = files["config.json"]["eos_token_id"]
     files["generation_config.json"] = {"bos_token_id": eot, "eos_token_id": eot,
@@ -124,6 +123,8 @@ def export_model(model: GPT, tokenizer: Tokenizer | None, out_dir: str | Path) -
     if tokenizer is not None:
         files.update(tokenizer_files(tokenizer, model.config.block_size))
         files[LMLIB_TOKENIZER] = tokenizer.to_dict()
+    weights = st.save(gpt2_state_dict(model), metadata={"format": "pt"})
+    atomic_write(out / "model.safetensors", lambda f: f.write(weights))
     for name, obj in files.items():
         atomic_write_text(out / name, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     return out

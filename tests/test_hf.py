@@ -111,7 +111,9 @@ def test_tokenizer_json_encodes_and_decodes_like_lmlib():
     # The documented difference: Rust lower-cases letter by letter, Python writes a word's last sigma as "ς".
     greek = WordTokenizer.fit("ΟΔΟΣ οδοσ", lowercase=True)
     assert greek.split("ΟΔΟΣ") == ["οδος"] and Tokenizer.from_str(tokenizer_json(greek)).encode("ΟΔΟΣ").tokens == ["οδοσ"]
-    unk = WordTokenizer.fit(TEXT, unk=True)
+    with pytest.raises(Exception, match="Missing"):  # an unknown symbol is an error there too ...
+        Tokenizer.from_str(tokenizer_json(CharTokenizer.fit(TEXT))).encode("Z")
+    unk = WordTokenizer.fit(TEXT, unk=True)  # ... unless the word tokenizer has <unk>
     assert Tokenizer.from_str(tokenizer_json(unk)).encode("hello unseen").ids == unk.encode("hello unseen")
 
 
@@ -229,6 +231,16 @@ def test_cli_export_and_its_errors(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_tokenizer_that_cannot_be_exported_leaves_no_files(tmp_path):
+    from lmlib.hf import export_model
+    from lmlib.model import GPT, GPTConfig
+
+    tok = CharTokenizer(["a", "\ud800"])  # a lone surrogate: UTF-8 (tokenizer.json) cannot hold it
+    with pytest.raises(LmlibError, match="lone surrogate"):
+        export_model(GPT(GPTConfig(vocab_size=2, n_layer=1, n_embd=8, n_head=2)), tok, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_lmlib_imports_without_transformers_and_export_names_the_extra(runs, tmp_path, monkeypatch):
