@@ -3,9 +3,11 @@
 lmlib's model *is* GPT-2's architecture (pre-LayerNorm blocks, learned positions, fused
 q/k/v, tied output layer), so a run exports without approximation:
 
-- ``config.json``: a ``GPT2LMHeadModel`` config, with ``activation_function`` "gelu"
-  (lmlib uses the exact, erf-based GELU; GPT-2 itself uses the tanh approximation,
-  "gelu_new", so the published GPT-2 weights are refused on the way in, see `load_gpt2`).
+- ``config.json``: a ``GPT2LMHeadModel`` config with ``activation_function`` "gelu" (lmlib
+  uses the exact, erf-based GELU; GPT-2 itself uses the tanh approximation, "gelu_new", so
+  the published GPT-2 weights are refused on the way in, see `load_gpt2`); and
+  ``generation_config.json`` where the tokenizer has an end-of-text token, at which
+  ``generate`` then stops.
 - ``model.safetensors``: the weights under GPT-2's names. GPT-2 keeps its linear layers
   as ``Conv1D``, whose weight is the transpose of ``nn.Linear``'s; a model trained with
   ``bias=False`` gets zero biases, since GPT-2 always has them (same numbers).
@@ -118,8 +120,8 @@ def export_model(model: GPT, tokenizer: Tokenizer | None, out_dir: str | Path) -
     # Everything is built before anything is written: a tokenizer that cannot be exported leaves no files.
     files: dict[str, Any] = {"config.json": gpt2_config(model.config, tokenizer)}
     eot = files["config.json"]["eos_token_id"]
-    files["generation_config.json"] = {"bos_token_id": eot, "eos_token_id": eot,
-                                       "max_length": model.config.block_size}
+    if eot is not None:  # generate() stops at the end of a document
+        files["generation_config.json"] = {"bos_token_id": eot, "eos_token_id": eot}
     if tokenizer is not None:
         files.update(tokenizer_files(tokenizer, model.config.block_size))
         files[LMLIB_TOKENIZER] = tokenizer.to_dict()

@@ -77,6 +77,7 @@ def test_a_bpe_run_exports_with_its_end_of_text_token(tmp_path):
     model, _, _ = load_model(tmp_path / "run" / "best.pt")
     eot = tok.special_ids["<|endoftext|>"]
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == eot
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == eot
 
     text = docs[2] + "<|endoftext|>" + docs[0]
     want = tok.encode(text, allowed_special="all")
@@ -225,7 +226,7 @@ def test_a_loaded_model_fine_tunes_with_the_trainer(runs, tmp_path):
 def test_cli_export_and_its_errors(runs, tmp_path, capsys):
     assert main(["export", str(runs["char"]), "--out", str(tmp_path / "hf")]) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json", "generation_config.json"} <= {p.name for p in (tmp_path / "hf").iterdir()}
+            "special_tokens_map.json", "lmlib_tokenizer.json"} == {p.name for p in (tmp_path / "hf").iterdir()}
     assert "hf" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
