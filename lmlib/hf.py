@@ -201,6 +201,9 @@ def load_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
         raise LmlibError(f"{path} has no config.json; pass a Hugging Face model folder") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LmlibError(f"{path / 'config.json'} is not valid JSON ({e})") from None
+    missing = [k for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd") if k not in c]
+    if missing:
+        raise LmlibError(f"{path / 'config.json'} lacks {', '.join(missing)}; is it a GPT-2 config?")
     _check_gpt2(c, path)
     cfg = GPTConfig(vocab_size=c["vocab_size"], block_size=c["n_positions"], n_layer=c["n_layer"],
                     n_head=c["n_head"], n_embd=c["n_embd"], dropout=float(c.get("resid_pdrop", 0.0)), bias=True)

@@ -193,11 +193,13 @@ def test_load_gpt2_reads_a_byte_level_bpe_tokenizer_json(tmp_path):
     ({"model_type": "llama"}, "model_type is 'llama'"),
     ({"scale_attn_by_inverse_layer_idx": True}, "attention is scaled"),
     ({"add_cross_attention": True}, "cross-attention"),
+    ({"n_positions": None}, "lacks n_positions"),
 ])
 def test_load_gpt2_refuses_what_lmlib_cannot_compute(tmp_path, setting, words):
     _random_hf_gpt2().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, **setting}))
+    config.update(setting)
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
     with pytest.raises(LmlibError, match=words) as e:
         load_gpt2(tmp_path)
     assert "\n" not in str(e.value)
