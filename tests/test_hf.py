@@ -112,6 +112,12 @@ def test_tokenizer_json_encodes_and_decodes_like_lmlib():
     # The documented difference: Rust lower-cases letter by letter, Python writes a word's last sigma as "ς".
     greek = WordTokenizer.fit("ΟΔΟΣ οδοσ", lowercase=True)
     assert greek.split("ΟΔΟΣ") == ["οδος"] and Tokenizer.from_str(tokenizer_json(greek)).encode("ΟΔΟΣ").tokens == ["οδοσ"]
+    # Any sequence of tokens, punctuation next to punctuation included, decodes to lmlib's spacing.
+    word = WordTokenizer.fit(".,;:!?()[]{}'-\n\"/ a bc 7", unk=True)
+    hf, rng = Tokenizer.from_str(tokenizer_json(word)), random.Random(0)
+    for _ in range(500):
+        ids = [rng.randrange(word.vocab_size) for _ in range(rng.randrange(8))]
+        assert hf.decode(ids) == word.decode(ids), ids
     with pytest.raises(Exception, match="Missing"):  # an unknown symbol is an error there too ...
         Tokenizer.from_str(tokenizer_json(CharTokenizer.fit(TEXT))).encode("Z")
     unk = WordTokenizer.fit(TEXT, unk=True)  # ... unless the word tokenizer has <unk>
