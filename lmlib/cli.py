@@ -116,10 +116,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "train": "train a model on the synthetic corpus, Tiny Shakespeare or a text file",
         "generate": "sample text from a trained model",
         "evaluate": "loss, perplexity and accuracy of a checkpoint on a split",
+        "export": "write a run as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json)",
         "report": "summarise a run's training_metrics.json",
         "plot": "redraw training_curve.png and loss_by_epoch.png from the metrics file",
         "tokenize": "tokenize a text file once into a token file (.bin + .json)",
-        "export": "write a run as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json)",
     }
     subs = parser.subcommands = {name: sub.add_parser(name, help=helps[name]) for name in COMMAND_NAMES}
     if command in (None, "train"):

@@ -1,6 +1,6 @@
 """lmlib's tokenizers as Hugging Face tokenizer files (``tokenizer.json`` and its companions).
 
-The files are built with the ``tokenizers`` package (already a dependency), so their
+The files are built with the ``tokenizers`` package (``pip install lmlib[hf]``), so their
 schema is whatever that package writes, and ``tokenizers.Tokenizer.from_file`` and
 ``transformers.AutoTokenizer.from_pretrained`` load them offline.
 
@@ -17,6 +17,9 @@ schema is whatever that package writes, and ``tokenizers.Tokenizer.from_file`` a
 - bpe: `lmlib.bpe_formats.to_tokenizer_json` (byte-level BPE with GPT-2's pre-split; the
   special tokens are added tokens, which ``tokenizers`` finds wherever they occur in a text,
   like lmlib's ``encode(text, allowed_special="all")``).
+
+Special tokens of a char or word tokenizer (``<|endoftext|>`` between documents) are added
+tokens too, with the same ids.
 """
 
 from __future__ import annotations
@@ -58,12 +61,16 @@ def tokenizer_json(tokenizer: Tokenizer) -> str:
         from lmlib.bpe_formats import to_tokenizer_json
 
         return json.dumps(to_tokenizer_json(tokenizer), ensure_ascii=False)
-    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import Tokenizer as HFTokenizer
+    try:
+        from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
+    except ImportError:
+        raise LmlibError("tokenizer.json is written with the tokenizers package: pip install lmlib[hf]") from None
 
     vocab = {s: i for i, s in enumerate(tokenizer.vocab)}
+    special = list(getattr(tokenizer, "special_tokens", ()))  # at the end of the vocabulary
     if isinstance(tokenizer, CharTokenizer):
-        if any(0xD800 <= ord(c) <= 0xDFFF for c in tokenizer.vocab):
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in tokenizer.vocab[:len(vocab) - len(special)]):
             raise LmlibError("the vocabulary holds a lone surrogate, which tokenizer.json (UTF-8) cannot store")
         hf = HFTokenizer(models.WordLevel(vocab, unk_token=None))
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
@@ -77,6 +84,8 @@ def tokenizer_json(tokenizer: Tokenizer) -> str:
         hf.decoder = _word_decoder()
     else:
         raise LmlibError(f"no tokenizer.json for a {tokenizer.kind!r} tokenizer")
+    # Special tokens keep their ids; as added tokens, they are found in a text before it is cut.
+    hf.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in special])
     return hf.to_str()
 
 

@@ -124,6 +124,19 @@ def test_tokenizer_json_encodes_and_decodes_like_lmlib():
     assert Tokenizer.from_str(tokenizer_json(unk)).encode("hello unseen").ids == unk.encode("hello unseen")
 
 
+def test_special_tokens_of_char_and_word_tokenizers_are_added_tokens():
+    pytest.importorskip("lmlib.bpe_formats")  # (T1's special tokens: until main has them)
+    from tokenizers import Tokenizer
+
+    text = "one doc.<|endoftext|>(another) doc<|endoftext|>"
+    for cls in (CharTokenizer, WordTokenizer):
+        tok = cls.fit(text.replace("<|endoftext|>", ""), special_tokens=["<|endoftext|>"])
+        hf = Tokenizer.from_str(tokenizer_json(tok))
+        ids = hf.encode(text).ids
+        assert ids == tok.encode(text, allowed_special="all") and ids[-1] == tok.special_ids["<|endoftext|>"]
+        assert hf.decode(ids, skip_special_tokens=False) == tok.decode(ids)
+
+
 def test_word_pattern_cuts_all_of_unicode_like_python():
     # Every character Python's tables know, next to letters, digits, spaces and punctuation.
     from tokenizers import Regex, pre_tokenizers
