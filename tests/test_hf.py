@@ -52,6 +52,8 @@ def test_transformers_loads_the_export_with_lmlibs_logits_greedy_text_and_ids(ru
     x = torch.randint(0, tok.vocab_size, (3, model.config.block_size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (model(x)[0] - hf(x).logits).abs().max() <= 1e-5
+        with pytest.raises(IndexError):  # (README) no input longer than the context
+            hf(torch.zeros(1, model.config.block_size + 1, dtype=torch.long))
 
     n_new = model.config.block_size - len(ids)  # HF refuses to run past n_positions; lmlib would crop
     ours = generate(model, tok, prompt, max_new_tokens=n_new, temperature=0)
