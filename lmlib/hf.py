@@ -22,6 +22,7 @@ needed only to use the folder, never by this module.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ _BLOCK = [
 _TOP = [("tok_emb.weight", "wte.weight"), ("pos_emb.weight", "wpe.weight"),
         ("ln_f.weight", "ln_f.weight"), ("ln_f.bias", "ln_f.bias")]
 # Buffers some GPT-2 files carry (the causal mask), which hold no learned numbers.
-_IGNORED = ("attn.bias", "attn.masked_bias")
+_IGNORED = re.compile(r"h\.\d+\.attn\.(masked_)?bias")
 
 
 def _name_pairs(n_layer: int) -> list[tuple[str, str, bool]]:
@@ -217,7 +218,7 @@ def load_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
     head = theirs.pop("lm_head.weight", None)
     if head is not None and not torch.equal(head.float(), state["tok_emb.weight"]):
         raise LmlibError(f"{path}: lm_head.weight differs from the token embedding; lmlib's output layer is tied")
-    extra = sorted(k for k in theirs if not k.endswith(_IGNORED))
+    extra = sorted(k for k in theirs if not _IGNORED.fullmatch(k))
     if extra:
         raise LmlibError(f"{path}: weights {extra[0]!r} (and {len(extra) - 1} more) have no place in lmlib's GPT")
     model = GPT(cfg)

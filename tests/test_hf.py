@@ -190,6 +190,9 @@ def test_load_gpt2_from_transformers_save_pretrained_and_from_a_bin_file(tmp_pat
         state.update({f"h.{i}.attn.bias": torch.ones(1, 1, 12, 12) for i in range(2)})
         torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
         assert (load_gpt2(tmp_path / "bin")[0](x)[0] - want).abs().max() <= 1e-5
+        torch.save({**state, "h.0.mlp.gate.bias": torch.zeros(3)}, tmp_path / "bin" / "pytorch_model.bin")
+        with pytest.raises(LmlibError, match="'h.0.mlp.gate.bias' .and 0 more. have no place"):
+            load_gpt2(tmp_path / "bin")
 
 
 def test_load_gpt2_reads_a_byte_level_bpe_tokenizer_json(tmp_path):
