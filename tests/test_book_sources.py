@@ -39,3 +39,55 @@ def test_hand_typed_numbers_are_found(markdown, expected):
 def test_no_hand_typed_numbers_in_the_chapters():
     problems = [p for path in sorted((ROOT / "book").glob("*.ipynb")) for p in check_numbers.check(path)]
     assert not problems, "\n".join(problems)
+
+
+def _notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
+    """A notebook of code cells (source, tags), written to ``path``."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook(cells=[new_markdown_cell("# A chapter\n\nglue(\"not code\", 1)")])
+    nb.cells += [new_code_cell(source, metadata={"tags": tags}) for source, tags in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_plumbing_counts_glue_tolerances_and_kernel_comments_in_visible_code(tmp_path, capsys):
+    import plumbing
+
+    path = _notebook(
+        tmp_path / "01_x.ipynb",
+        [
+            (
+                "%pip install -q lmlib\n"
+                "from lmlib.notebook import glue, show\n"  # glue (an import of plumbing only)
+                "import math\n"
+                "\n"
+                "# Results differ between CPUs in the sixth digit:\n"  # comment block (2 lines)
+                "# the numbers below are rounded so that they agree.\n"
+                "REL = 2e-5\n"  # tolerance constant
+                "loss = math.log(63)  # the loss of a uniform guess\n"
+                "print(f\"loss {show(loss, '.2f', rel=REL)}\")\n"  # tolerance
+                "print(f\"loss {show(loss, '.2f')}\")\n"  # a show without tolerance reads like print
+                "glue(\n"  # glue: three lines
+                "    'loss', loss,\n"
+                "    '.2f')\n"
+                "assert math.isclose(loss, 4.14, rel=1e-2)\n",  # tolerance (rel=)
+                [],
+            ),
+            ("glue('hidden', 1)\nglue('hidden2', 2)", ["remove-input"]),
+            ("glue('collapsed', 1)", ["hide-input"]),
+            ("glue('gone', 1)", ["remove-cell"]),
+            ("x = 1\n# a comment about the model\ny = 2", []),
+        ],
+    )
+    count = plumbing.count_notebook(path)
+    assert count.visible == 16  # non-blank lines of the two visible cells, the %pip line included
+    assert count.kinds == {"glue": 4, "tolerance": 3, "comment": 2}
+    assert count.share == 9 / 16
+
+    assert plumbing.main([str(path), "--max", "0.6"]) == 0
+    assert plumbing.main([str(path)]) == 1  # over the default 5%
+    out = capsys.readouterr()
+    assert "01_x" in out.out and "56.2%" in out.out
+    assert "1 chapter(s) over 5%: 01_x" in out.err
