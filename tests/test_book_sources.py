@@ -91,3 +91,56 @@ def test_plumbing_counts_glue_tolerances_and_kernel_comments_in_visible_code(tmp
     out = capsys.readouterr()
     assert "01_x" in out.out and "56.2%" in out.out
     assert "1 chapter(s) over 5%: 01_x" in out.err
+
+
+#: The kinds of output nbval ignores, as book/intro.md lists them, and words that name each.
+IGNORE_REASONS = {
+    "a run that diverges or is unstable": ("diverg", "unstable", "chaotic"),
+    "text sampled at random": ("sampl",),
+    "timings": ("timing",),
+    "values near a rounding boundary": ("rounding boundary", "decimal", "digits"),
+    "arithmetic in bfloat16": ("bfloat16",),
+}
+
+
+def _ignore_reasons(path: Path) -> list[tuple[str, str]]:
+    """(cell, reason) for each code cell of ``path`` marked NBVAL_IGNORE_OUTPUT."""
+    import json
+
+    found = []
+    for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+        lines = "".join(cell["source"]).splitlines() if cell["cell_type"] == "code" else []
+        if lines and lines[0].strip() == "# NBVAL_IGNORE_OUTPUT":
+            comments = []
+            for line in lines[1:]:
+                if not line.startswith("#"):
+                    break
+                comments.append(line.lstrip("# "))
+            found.append((f"{path.name} c{index}", " ".join(comments)))
+    return found
+
+
+def test_intro_lists_every_kind_of_ignored_output():
+    intro = " ".join((ROOT / "book" / "intro.md").read_text().split())
+    for kind in ("diverges", "sampled at random", "timings", "near a rounding boundary", "bfloat16"):
+        assert kind in intro, kind
+
+
+def test_every_ignored_output_gives_a_reason_the_intro_lists():
+    unlisted = [
+        f"{cell}: {reason or '(no reason given)'}"
+        for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+        for cell, reason in _ignore_reasons(path)
+        if not any(word in reason for words in IGNORE_REASONS.values() for word in words)
+    ]
+    assert not unlisted, "\n".join(unlisted)
+
+
+def test_pipeline_figure_is_up_to_date_and_names_each_box_in_the_intro():
+    import pipeline_figure
+
+    assert pipeline_figure.main(["--check"]) == 0
+    intro = (ROOT / "book" / "intro.md").read_text()
+    assert "_static/pipeline.svg" in intro
+    for box, _, _ in pipeline_figure.BOXES:
+        assert f"\n| {box} |" in intro, box  # a row of the chapter table
