@@ -150,3 +150,13 @@ def test_pipeline_figure_is_up_to_date_and_names_each_box_in_the_intro():
         assert linked == {int(n) for n in re.findall(r"\d+", chapters)}, (box, row)
         for target in re.findall(r"\]\(([^)]+)\)", row):
             assert (ROOT / "book" / target).is_file(), target
+
+
+def test_book_runtime_times_every_chapter_in_reading_order():
+    sys.path.insert(0, str(ROOT))
+    from bench import book_runtime
+
+    found = book_runtime.chapters()
+    on_disk = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(found) == on_disk  # every chapter file is in the TOC, and timed
+    assert [p.name[:2] for p in found] == sorted(p.name[:2] for p in found)  # reading order = file order
