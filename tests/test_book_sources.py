@@ -104,20 +104,35 @@ IGNORE_REASONS = {
 
 
 def _ignore_reasons(path: Path) -> list[tuple[str, str]]:
-    """(cell, reason) for each code cell of ``path`` marked NBVAL_IGNORE_OUTPUT."""
+    """(cell, reason) for each code cell of ``path`` whose output nbval ignores: the cell's
+    first comment lines, after the ``# NBVAL_IGNORE_OUTPUT`` marker or with the
+    ``nbval-ignore-output`` tag."""
     import json
 
     found = []
     for index, cell in enumerate(json.loads(path.read_text())["cells"]):
         lines = "".join(cell["source"]).splitlines() if cell["cell_type"] == "code" else []
-        if lines and lines[0].strip() == "# NBVAL_IGNORE_OUTPUT":
+        marked = bool(lines) and lines[0].strip() == "# NBVAL_IGNORE_OUTPUT"
+        if marked or "nbval-ignore-output" in cell.get("metadata", {}).get("tags", []):
             comments = []
-            for line in lines[1:]:
+            for line in lines[1:] if marked else lines:
                 if not line.startswith("#"):
                     break
                 comments.append(line.lstrip("# "))
             found.append((f"{path.name} c{index}", " ".join(comments)))
     return found
+
+
+def test_ignore_reasons_are_read_from_the_marker_or_the_tag(tmp_path):
+    path = _notebook(
+        tmp_path / "01_x.ipynb",
+        [
+            ("# NBVAL_IGNORE_OUTPUT\n# (timings differ)\nprint(1)", []),
+            ("# sampled text\nprint(2)", ["nbval-ignore-output"]),
+            ("# a comment\nprint(3)", []),
+        ],
+    )
+    assert _ignore_reasons(path) == [("01_x.ipynb c1", "(timings differ)"), ("01_x.ipynb c2", "sampled text")]
 
 
 def test_intro_lists_every_kind_of_ignored_output():
