@@ -30,6 +30,7 @@ from typing import Any, ClassVar, NoReturn
 import numpy as np
 
 from lmlib.errors import LmlibError, UnknownSymbolError
+from lmlib.fsutil import atomic_write_text
 
 WORD_RE = re.compile(r"\n|\w+|[^\w\s]")
 UNK = "<unk>"
@@ -97,7 +98,8 @@ class Tokenizer:
         return tok
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+        """Write the tokenizer as JSON, atomically (`lmlib.fsutil`): a crash never leaves half a file."""
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
