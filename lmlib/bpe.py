@@ -8,25 +8,30 @@ Encoding new text applies the same merges, in the order they were learned.
 
 Two details make it work well:
 
-- **Pre-split.** Before any merge, the text is cut into pieces with a regular
-  expression like GPT-2's (``PATTERN``): a word with the space in front of it,
-  a run of digits, a run of punctuation, a run of whitespace. Merges never cross a
+- **Pre-split.** Before any merge, the text is cut into pieces with GPT-2's regular
+  expression (``PATTERN``, in `lmlib.pretokenize`): a word with the space in front of
+  it, a run of digits, a run of punctuation, a run of whitespace. Merges never cross a
   piece boundary, so tokens are word parts, not "d th" spanning two words.
 - **Special tokens** (by default ``<|endoftext|>``) get ids of their own after the
-  merges. Ordinary text never encodes to them (a text containing the characters
-  "<|endoftext|>" encodes them as bytes); ``encode(..., allow_special=True)`` and
-  ``encode_documents`` put them in on purpose, to mark where a document ends.
+  merges. Training cuts them out of the text first, so no merge crosses into them.
+  Ordinary text never encodes to them (a text containing the characters
+  "<|endoftext|>" encodes them as bytes); ``encode(..., allowed_special="all")`` (as in
+  tiktoken) and ``encode_documents`` put them in on purpose, to mark where a document ends.
+
+Ties between equally frequent pairs go to the lexicographically greatest pair of byte
+strings (the rule of the usual reference trainers), so training is deterministic.
 
 Two backends sit behind one tokenizer class, `BPETokenizer`:
 
 - ``"scratch"``: the pure-Python code in this module, written to be read
   (`pair_counts`, `merge_pair`, `train_merges`, `encode_piece`).
-- ``"fast"``: Rust engines for real corpora (`lmlib.bpe_fast`): Hugging Face
-  ``tokenizers`` trains, with the same pre-split, and ``tiktoken`` encodes. Given the
-  same merges, both backends give the same ids (the tests check it).
+- ``"fast"``: for real corpora (`lmlib.bpe_fast`): the pieces are counted on several
+  threads and ``tiktoken`` encodes. Both backends learn the same merges and give the
+  same ids (the tests check it).
 
 A saved tokenizer is JSON: ``{"kind": "bpe", "vocab": [...], "merges": [[a, b], ...],
-"special_tokens": [...], "pattern": ..., "backend": ...}``. The vocabulary's strings
+"special_tokens": [...], "pattern": ..., "backend": ...}`` (plus ``"ids"`` for a
+vocabulary numbered another way, like GPT-2's). The vocabulary's strings
 write each byte as one printable character (GPT-2's convention, `bytes_to_unicode`),
 so "Ġthe" is the token " the" and "Ċ" is a newline.
 """
