@@ -20,6 +20,7 @@ import numpy as np
 
 from lmlib.errors import LmlibError, UnknownSymbolError
 from lmlib.fsutil import atomic_write, atomic_write_text
+from lmlib.pretokenize import safe_cut
 from lmlib.tokenizers import Tokenizer, tokenizer_class, tokenizer_from_dict
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "FORMAT", "VERSION", "TokenFile", "load_token_file", "tokenize_file"]
@@ -60,7 +61,7 @@ def _iter_text(path: Path, chunk_bytes: int, whole_words: bool | Callable[[str],
     A chunk never ends inside a UTF-8 sequence and, with whole_words, never
     inside a word (it ends just after whitespace), so tokens never straddle chunks.
     whole_words may also be a function giving where a text may be cut (0: nowhere yet),
-    such as `lmlib.bpe.safe_cut`.
+    such as `lmlib.pretokenize.safe_cut`.
     """
     carry_bytes, carry_text = b"", ""
     byte_pos = char_pos = 0  # byte offset of carry_bytes, characters yielded so far
@@ -139,8 +140,6 @@ def tokenize_file(text_path: str | Path, out_path: str | Path | None = None, kin
         raise LmlibError(f"chunk_bytes must be at least 16, got {chunk_bytes}")
     whole_words: bool | Callable[[str], int] = kind == "word"
     if kind == "bpe":
-        from lmlib.bpe import safe_cut
-
         whole_words = safe_cut  # chunks cut where BPE's pre-split is unchanged
     elif vocab_size is not None:
         raise LmlibError(f"vocab_size is for a bpe tokenizer; a {kind} tokenizer's vocabulary is the text's symbols")

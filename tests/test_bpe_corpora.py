@@ -134,3 +134,18 @@ def test_encode_iterable_keeps_ids_across_line_breaks_and_specials():
                  for _ in range(rng.randint(1, 4000))]
         assert list(tok.encode_iterable(lines, "all")) == tok.encode("".join(lines), "all")
         assert np.array_equal(tok.encode_array("".join(lines)), list(tok.encode_iterable(lines)))
+
+
+def test_a_crlf_file_is_tokenized_in_many_small_chunks(tmp_path, monkeypatch):
+    from lmlib.tokenfile import tokenize_file
+
+    src = tmp_path / "book.txt"
+    src.write_bytes(b"Some words here, and more.\r\n\r\n    An indented line\r\n" * 60_000)  # 3.2 MB, Gutenberg style
+    tok = BPETokenizer.train("Some words here, and more.\r\n\r\n    An indented line\r\n", 300, backend="fast")
+    sizes = []
+    encode_array = BPETokenizer.encode_array
+    monkeypatch.setattr(BPETokenizer, "encode_array", lambda self, text, *a: sizes.append(len(text)) or
+                        encode_array(self, text, *a))
+    tf = tokenize_file(src, tmp_path / "book", tokenizer=tok, chunk_bytes=1 << 16)
+    assert len(sizes) > 40 and max(sizes) <= 2 << 16  # the old cut (LF between non-spaces only) made one chunk
+    assert tf.tokens.tolist() == tok.encode(src.read_bytes().decode())
