@@ -47,34 +47,14 @@ import numpy as np
 import regex
 
 from lmlib.errors import LmlibError
-from lmlib.pretokenize import PATTERN, bytes_to_unicode, cut_text, pre_split, safe_cut
+from lmlib.pretokenize import PATTERN, bytes_to_unicode, check_encodable, cut_text, pre_split, safe_cut, split_special
 from lmlib.tokenizers import Tokenizer
 
-__all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "check_encodable", "count_pieces",
-           "cut_text", "encode_piece", "merge_pair", "pair_counts", "pre_split", "safe_cut", "split_special",
-           "train_merges"]
+__all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "count_pieces",
+           "cut_text", "encode_piece", "merge_pair", "pair_counts", "pre_split", "safe_cut", "train_merges"]
 
 EOT = "<|endoftext|>"
 BACKENDS = ("scratch", "fast")
-
-
-def check_encodable(text: str) -> None:
-    """Raise LmlibError if ``text`` cannot be UTF-8 (a lone surrogate, e.g. from a bad decode)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise LmlibError(f"the text holds {text[e.start]!r} at character {e.start}, a lone surrogate that is not "
-                         "Unicode text; decode the source with errors='replace' or fix it") from None
-
-
-def split_special(text: str, special_tokens: Collection[str]) -> list[str]:
-    """``text`` cut around the special tokens: [text, special, text, special, ..., text]
-    (odd positions are specials). Longer specials are matched first, so "<|a|><|a|>" wins
-    over "<|a|>" where both are special."""
-    if not special_tokens:
-        return [text]
-    alternation = "|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True))
-    return regex.split(f"({alternation})", text)
 
 
 # --- the from-scratch trainer: short functions, meant to be read ---------------------------------
@@ -284,37 +264,9 @@ class BPETokenizer(Tokenizer):
         return cls(train_merges(word_counts, n_merges), special_tokens, PATTERN, backend)
 
     # ---- encoding and decoding -----------------------------------------------------------------
-    def encode(self, text: str, allowed_special: str | Collection[str] = ()) -> list[int]:
-        return self.encode_array(text, allowed_special).tolist()
-
-    def _allowed(self, allowed_special: str | Collection[str]) -> list[str]:
-        if allowed_special == "all":
-            return self.special_tokens
-        if isinstance(allowed_special, str):
-            raise LmlibError(f"allowed_special must be 'all' or a collection of special tokens, got {allowed_special!r}")
-        unknown = set(allowed_special) - set(self.special_tokens)
-        if unknown:
-            raise LmlibError(f"{sorted(unknown)} are not special tokens of this tokenizer ({self.special_tokens})")
-        return list(allowed_special)
-
     def encode_array(self, text: str, allowed_special: str | Collection[str] = ()) -> np.ndarray:
-        """Text to token ids. Special-token strings in the text are ordinary text unless
-        allowed (``allowed_special="all"`` or a set of them, as in tiktoken); then each
-        becomes its special id, the longest first where two overlap."""
-        check_encodable(text)
-        parts = split_special(text, self._allowed(allowed_special))
-        if len(parts) == 1:
-            return self._encode_ordinary(text)
-        out = [np.array([self.special_ids[p]], np.int32) if i % 2 else self._encode_ordinary(p)
-               for i, p in enumerate(parts) if p]
-        return np.concatenate(out) if out else np.zeros(0, np.int32)
-
-    def encode_documents(self, docs: Iterable[str], separator: str = EOT) -> np.ndarray:
-        """Several documents, each followed by the special token ``separator``."""
-        if separator not in self.special_ids:
-            raise LmlibError(f"{separator!r} is not one of this tokenizer's special tokens {self.special_tokens}")
-        sep = np.array([self.special_ids[separator]], np.int32)
-        return np.concatenate([a for d in docs for a in (self.encode_array(d), sep)] or [np.zeros(0, np.int32)])
+        check_encodable(text)  # one clear error for both backends (tiktoken would write U+FFFD)
+        return super().encode_array(text, allowed_special)
 
     def encode_iterable(self, texts: Iterable[str], allowed_special: str | Collection[str] = ()) -> Iterator[int]:
         """Ids of the concatenated ``texts`` (e.g. the lines of a file), yielded lazily: the

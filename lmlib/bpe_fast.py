@@ -30,7 +30,7 @@ import numpy as np
 import regex
 
 from lmlib.errors import LmlibError
-from lmlib.pretokenize import PATTERN, cut_text
+from lmlib.pretokenize import PATTERN, check_encodable, cut_text, split_special
 
 __all__ = ["count_pieces", "cpu_threads", "encode", "encoder"]
 
@@ -45,8 +45,6 @@ def cpu_threads() -> int:
 def count_pieces(chunks: Iterable[str], special_tokens: Collection[str] = (), threads: int | None = None) -> Counter:
     """`lmlib.bpe.count_pieces` on several threads: each chunk is cut in parts of about
     256 KiB (at safe cuts) that are pre-split in parallel."""
-    from lmlib.bpe import check_encodable, split_special
-
     threads = threads or cpu_threads()
 
     def parts() -> Iterable[str]:

@@ -7,17 +7,20 @@ package (Python's ``re`` has no ``\\p{L}``), tiktoken through Rust's regex and H
 Face ``tokenizers`` through Oniguruma. tests/test_pretokenize.py checks that the three
 cut every Unicode general category the same way.
 
-This module imports nothing from lmlib, so `lmlib.bpe`, `lmlib.bpe_fast` and the
-token-file reader can all use it without importing each other.
+This module imports nothing from lmlib but its errors, so `lmlib.bpe`, `lmlib.bpe_fast`,
+`lmlib.tokenizers` and the token-file reader can all use it without importing each other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import lru_cache
 
 import regex
 
-__all__ = ["PATTERN", "bytes_to_unicode", "cut_text", "pre_split", "safe_cut"]
+from lmlib.errors import LmlibError  # (a leaf module: no cycle)
+
+__all__ = ["PATTERN", "bytes_to_unicode", "check_encodable", "cut_text", "pre_split", "safe_cut", "split_special"]
 
 #: GPT-2's pre-split: contractions, a word with an optional space in front, a number, a run
 #: of other symbols, whitespace not followed by a non-space (so " word" keeps its space),
@@ -28,6 +31,25 @@ _PIECES = regex.compile(PATTERN)
 # A whitespace character followed by a non-space, searched from the end ((?r): backwards).
 _CUT = regex.compile(r"(?r)\s(?=\S)")
 _NEXT_CUT = regex.compile(r"\s(?=\S)")
+
+
+def split_special(text: str, special_tokens: Collection[str]) -> list[str]:
+    """``text`` cut around the special tokens: [text, special, text, special, ..., text]
+    (odd positions are specials). Longer specials are matched first, so "<|a|><|a|>" wins
+    over "<|a|>" where both are special."""
+    if not special_tokens:
+        return [text]
+    alternation = "|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True))
+    return regex.split(f"({alternation})", text)
+
+
+def check_encodable(text: str) -> None:
+    """Raise LmlibError if ``text`` cannot be UTF-8 (a lone surrogate, e.g. from a bad decode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise LmlibError(f"the text holds {text[e.start]!r} at character {e.start}, a lone surrogate that is not "
+                         "Unicode text; decode the source with errors='replace' or fix it") from None
 
 
 def pre_split(text: str) -> list[str]:
