@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merges", type=int, default=512)
     p.add_argument("--big-mb", type=float, default=0)
     p.add_argument("--crlf", action="store_true", help="the --big-mb text with CRLF line ends")
+    p.add_argument("--backends", default="scratch,fast", help="which to measure (default scratch,fast)")
     p.add_argument("--baseline", help="a folder holding an older lmlib package, measured first, side by side")
     p.add_argument("--no-append", action="store_true", help="print only; do not add a row to RESULTS.md")
     p.add_argument("--one", choices=["scratch", "fast"], help=argparse.SUPPRESS)  # the child process
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parts = []
     for size in [0.0] + ([a.big_mb] if a.big_mb else []):
-        for backend in ("scratch", "fast"):
+        for backend in a.backends.split(","):
             for lib in ([a.baseline] if a.baseline else []) + [None]:
                 cmd = [sys.executable, __file__, "--data", a.data, "--merges", str(a.merges), "--one", backend,
                        "--size-mb", str(size)] + (["--crlf"] if a.crlf else []) + (["--lib", lib] if lib else [])

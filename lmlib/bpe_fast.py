@@ -8,7 +8,8 @@
 - **Encoding** runs ``tiktoken``'s encoder, given our tokens as byte strings ranked by
   the order they were learned and GPT-2's pre-split pattern unchanged
   (`lmlib.pretokenize.PATTERN`, which Rust's regex reads as the ``regex`` package does).
-  It encodes big texts in chunks on several threads.
+  It encodes big texts in chunks on several threads. tiktoken is optional
+  (``pip install lmlib[bpe-fast]``); without it the from-scratch encoder runs.
 
 tiktoken merges, at each step, the adjacent pair whose *bytes together* form the
 earliest-learned token; the from-scratch encoder merges the earliest-learned *pair*.
@@ -29,7 +30,6 @@ from typing import Any
 import numpy as np
 import regex
 
-from lmlib.errors import LmlibError
 from lmlib.pretokenize import PATTERN, check_encodable, cut_text, split_special
 
 __all__ = ["count_pieces", "cpu_threads", "encode", "encoder"]
@@ -65,20 +65,17 @@ def count_pieces(chunks: Iterable[str], special_tokens: Collection[str] = (), th
     return counts
 
 
-def _require(module: str) -> Any:
-    try:
-        return __import__(module)
-    except ImportError:
-        raise LmlibError(f"the fast BPE backend needs the {module!r} package: pip install {module} "
-                         "(or use backend='scratch')") from None
-
-
 def encoder(token_bytes: Sequence[bytes], pattern: str) -> Any | None:
     """A tiktoken encoder for these tokens (id = position), or None when it would not give
-    the from-scratch encoder's ids: another pattern, or two tokens with the same bytes."""
+    the from-scratch encoder's ids (another pattern, or two tokens with the same bytes) or
+    tiktoken is not installed (``pip install lmlib[bpe-fast]``): then the from-scratch
+    encoder runs, with the same ids, more slowly."""
     if pattern != PATTERN or len(set(token_bytes)) < len(token_bytes):
         return None
-    tiktoken = _require("tiktoken")
+    try:
+        import tiktoken
+    except ImportError:
+        return None
     ranks = {b: i for i, b in enumerate(token_bytes)}
     return tiktoken.Encoding("lmlib-bpe", pat_str=PATTERN, mergeable_ranks=ranks, special_tokens={})
 

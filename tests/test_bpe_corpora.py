@@ -149,3 +149,13 @@ def test_a_crlf_file_is_tokenized_in_many_small_chunks(tmp_path, monkeypatch):
     tf = tokenize_file(src, tmp_path / "book", tokenizer=tok, chunk_bytes=1 << 16)
     assert len(sizes) > 40 and max(sizes) <= 2 << 16  # the old cut (LF between non-spaces only) made one chunk
     assert tf.tokens.tolist() == tok.encode(src.read_bytes().decode())
+
+
+def test_without_tiktoken_the_fast_backend_falls_back_to_the_same_ids(monkeypatch):
+    import sys
+
+    text = corpus("greek", 300)
+    want = BPETokenizer.train(text, 300).encode(text)
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # as if not installed: import raises ImportError
+    tok = BPETokenizer.train(text, 300, backend="fast")
+    assert tok._fast_encoder() is None and tok.encode(text) == want

@@ -169,3 +169,13 @@ def test_special_tokens_are_opt_in_for_char_and_word_tokenizers(cls, tmp_path):
     tok.save(tmp_path / "t.json")
     assert load_tokenizer(tmp_path / "t.json") == tok
     assert plain.with_special_tokens([eot]).encode_documents(["hello", "bye"]).tolist()[-1] == plain.vocab_size
+
+
+def test_save_goes_through_fsutil(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    CharTokenizer.fit(PLAY).save(tmp_path / "tok.json")  # written to a temporary file, fsynced, renamed
+    assert len(synced) == 2 and load_tokenizer(tmp_path / "tok.json") == CharTokenizer.fit(PLAY)
