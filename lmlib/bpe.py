@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import regex
 
+from lmlib import bpe_fast  # (imports tiktoken only when an encoder is built)
 from lmlib.errors import LmlibError
 from lmlib.pretokenize import PATTERN, bytes_to_unicode, check_encodable, cut_text, pre_split, safe_cut, split_special
 from lmlib.tokenizers import Tokenizer
@@ -254,14 +255,12 @@ class BPETokenizer(Tokenizer):
         if backend not in BACKENDS:
             raise LmlibError(f"unknown BPE backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if backend == "fast":
-            from lmlib import bpe_fast  # threads and tiktoken, imported only when asked for
-
-            word_counts = bpe_fast.count_pieces(chunks, special_tokens)
+            word_counts, train = bpe_fast.count_pieces(chunks, special_tokens), bpe_fast.train_merges
         else:
-            word_counts = count_pieces(chunks, special_tokens)
+            word_counts, train = count_pieces(chunks, special_tokens), train_merges
         if not word_counts:
             raise LmlibError("cannot train a BPE tokenizer on empty text; give it some text")
-        return cls(train_merges(word_counts, n_merges), special_tokens, PATTERN, backend)
+        return cls(train(word_counts, n_merges), special_tokens, PATTERN, backend)
 
     # ---- encoding and decoding -----------------------------------------------------------------
     def encode_array(self, text: str, allowed_special: str | Collection[str] = ()) -> np.ndarray:
@@ -293,8 +292,6 @@ class BPETokenizer(Tokenizer):
 
     def _encode_ordinary(self, text: str) -> np.ndarray:
         if self.backend == "fast" and (enc := self._fast_encoder()) is not None:
-            from lmlib import bpe_fast
-
             ids = bpe_fast.encode(enc, text)
         elif len(text) > 1 << 22 and len(chunks := cut_text(text, 1 << 20)) > 1:
             # A big text in chunks, so that the list of its pieces stays small.
@@ -339,8 +336,6 @@ class BPETokenizer(Tokenizer):
     def _fast_encoder(self) -> Any:
         """tiktoken's encoder for these merges, built once (None where it cannot be used)."""
         if not self._fast_built:
-            from lmlib import bpe_fast
-
             self._fast, self._fast_built = bpe_fast.encoder(self._bytes, self.pattern), True
         return self._fast
 

@@ -1,8 +1,9 @@
 """The fast BPE backend behind ``BPETokenizer(..., backend="fast")``: threads and tiktoken.
 
 - **Training** counts the pre-split pieces of chunks on several threads (the ``regex``
-  package releases the GIL while it matches), then runs the same merge loop as the
-  from-scratch trainer (`lmlib.bpe.train_merges`), so both backends learn the same
+  package releases the GIL while it matches), then runs the from-scratch trainer's loop
+  (`lmlib.bpe.train_merges`) with a heap to find the most frequent pair (`train_merges`
+  here), instead of a scan of every pair at every merge: both backends learn the same
   merges, merge for merge, ties included. (Hugging Face's ``BpeTrainer`` breaks ties
   its own way, by the order of its internal ids, so lmlib no longer trains with it.)
 - **Encoding** runs ``tiktoken``'s encoder, given our tokens as byte strings ranked by
@@ -20,8 +21,9 @@ its own pattern, falls back to the from-scratch encoder.
 
 from __future__ import annotations
 
+import heapq
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
@@ -32,7 +34,7 @@ import regex
 
 from lmlib.pretokenize import PATTERN, check_encodable, cut_text, split_special
 
-__all__ = ["count_pieces", "cpu_threads", "encode", "encoder"]
+__all__ = ["count_pieces", "cpu_threads", "encode", "encoder", "train_merges"]
 
 _PIECES = regex.compile(PATTERN)
 
@@ -63,6 +65,86 @@ def count_pieces(chunks: Iterable[str], special_tokens: Collection[str] = (), th
             for c in pool.map(one, batch):
                 counts.update(c)
     return counts
+
+
+class _Descending:
+    """Bytes that sort backwards, so that heapq's smallest entry holds the greatest bytes."""
+
+    __slots__ = ("b",)
+
+    def __init__(self, b: bytes) -> None:
+        self.b = b
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.b > other.b
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.b == other.b
+
+
+def _merge_pair(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
+    # lmlib.bpe.merge_pair (this module imports nothing from lmlib.bpe, which imports it)
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+def train_merges(word_counts: dict[str, int], n_merges: int) -> list[tuple[int, int]]:
+    """`lmlib.bpe.train_merges`, with the most frequent pair (ties: the greatest pair of byte
+    strings) kept at the top of a heap. A pair's entry goes stale when its count changes;
+    a new entry is pushed then, and stale ones are dropped as they come to the top."""
+    words = [tuple(piece.encode("utf-8")) for piece in word_counts]
+    freqs = list(word_counts.values())
+    token_bytes = [bytes([b]) for b in range(256)]
+    counts: Counter = Counter()
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for i, (word, n) in enumerate(zip(words, freqs)):
+        for pair in zip(word, word[1:]):
+            counts[pair] += n
+            where[pair].add(i)
+
+    def entry(pair: tuple[int, int]) -> tuple:
+        return (-counts[pair], _Descending(token_bytes[pair[0]]), _Descending(token_bytes[pair[1]]), pair)
+
+    heap = [entry(p) for p in counts]
+    heapq.heapify(heap)
+    merges: list[tuple[int, int]] = []
+    while len(merges) < n_merges and heap:
+        neg, _, _, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -neg:  # stale
+            continue
+        if -neg < 2:
+            break
+        new_id = 256 + len(merges)
+        merges.append(pair)
+        token_bytes.append(token_bytes[pair[0]] + token_bytes[pair[1]])
+        changed = set()
+        for i in where.pop(pair):
+            word, n = words[i], freqs[i]
+            merged = _merge_pair(word, pair, new_id)
+            if merged == word:
+                continue
+            for p in zip(word, word[1:]):
+                counts[p] -= n
+                changed.add(p)
+                if counts[p] <= 0:
+                    del counts[p]
+            for p in zip(merged, merged[1:]):
+                counts[p] += n
+                changed.add(p)
+                where[p].add(i)
+            words[i] = merged
+        counts.pop(pair, None)
+        for p in changed:
+            if p in counts and p != pair:
+                heapq.heappush(heap, entry(p))
+    return merges
 
 
 def encoder(token_bytes: Sequence[bytes], pattern: str) -> Any | None:
