@@ -269,8 +269,10 @@ class BPETokenizer(Tokenizer):
 
     def encode_iterable(self, texts: Iterable[str], allowed_special: str | Collection[str] = ()) -> Iterator[int]:
         """Ids of the concatenated ``texts`` (e.g. the lines of a file), yielded lazily: the
-        same ids as encoding the whole text at once, in memory that does not grow with it
-        (text is held until a `safe_cut`, then encoded up to it)."""
+        same ids as encoding the whole text at once, in memory that does not grow with it:
+        about 64K characters are held, then encoded up to their last `safe_cut` (a stretch
+        without whitespace is held whole; a special token holding whitespace must not be
+        split across two of ``texts``)."""
         allowed = self._allowed(allowed_special)
         parts: list[str] = []
         size = 0
