@@ -9,7 +9,7 @@ output is fed back in as input, one token at a time.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -103,8 +103,12 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int | None = None,
+    stop_ids: Collection[int] = (),
 ) -> str:
     """Sample a continuation of `prompt` (returned with the prompt).
+
+    Generation stops early after a token in `stop_ids` (e.g. the end-of-text token
+    ``tokenizer.special_ids["<|endoftext|>"]``), which is kept in the text.
 
     temperature < 1 sharpens the distribution (safer, more repetitive), > 1 flattens
     it; top_k keeps only the k likeliest tokens at each step; temperature 0 is greedy.
@@ -131,12 +135,14 @@ def generate(
             logits = logits[0, -1].float().cpu()
             if temperature == 0:
                 ids.append(int(logits.argmax()))
-                continue
-            logits = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits[logits < kth] = -float("inf")
-            ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen)))
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                    logits[logits < kth] = -float("inf")
+                ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen)))
+            if ids[-1] in stop_ids:
+                break
     return tokenizer.decode(ids)
 
 
