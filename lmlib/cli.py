@@ -173,7 +173,9 @@ def _generate_arguments(g: argparse.ArgumentParser) -> None:
                         "no newline, such as the synthetic corpus's)")
     g.add_argument("--max-new-tokens", type=int, default=300)
     g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
+    g.add_argument("--top-p", type=float, default=None,
+                   help="sample only among the likeliest tokens whose probabilities add up to p (nucleus sampling)")
     g.add_argument("--seed", type=int, default=None,
                    help="the same seed gives the same text (default: a fresh sample each time)")
     g.add_argument("--top", type=int, default=0, help="instead of sampling, show the N likeliest next tokens")
@@ -246,7 +248,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         for token, p in next_token_distribution(model, tok, prompt, a.top):
             print(f"{token!r:>16}  {p:.4f}")
     else:
-        print(generate(model, tok, prompt, a.max_new_tokens, a.temperature, a.top_k, seed=a.seed))
+        print(generate(model, tok, prompt, a.max_new_tokens, a.temperature, a.top_k, seed=a.seed, top_p=a.top_p))
     return 0
 
 
