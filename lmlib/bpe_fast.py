@@ -1,14 +1,14 @@
-"""The fast BPE backend: two Rust engines behind ``BPETokenizer(..., backend="fast")``.
+"""The fast BPE backend behind ``BPETokenizer(..., backend="fast")``: threads and tiktoken.
 
-- **Training** runs Hugging Face ``tokenizers`` (its ``BpeTrainer``) with the same
-  pre-split as the from-scratch trainer, then reads its merges back as pairs of our ids.
+- **Training** counts the pre-split pieces of chunks on several threads (the ``regex``
+  package releases the GIL while it matches), then runs the same merge loop as the
+  from-scratch trainer (`lmlib.bpe.train_merges`), so both backends learn the same
+  merges, merge for merge, ties included. (Hugging Face's ``BpeTrainer`` breaks ties
+  its own way, by the order of its internal ids, so lmlib no longer trains with it.)
 - **Encoding** runs ``tiktoken``'s encoder, given our tokens as byte strings ranked by
-  the order they were learned and the pre-split rewritten for Rust's regex engine
-  (`RUST_PATTERN`). It encodes big texts in chunks on several threads.
-
-Why two libraries: ``tokenizers`` trains fast, but its encoder runs at only 3 to 4 MB/s
-on this pre-split (a look-ahead pattern in its regex engine); ``tiktoken`` encodes at
-10 MB/s and more per thread, but cannot train. Both are pinned in requirements.txt.
+  the order they were learned and GPT-2's pre-split pattern unchanged
+  (`lmlib.pretokenize.PATTERN`, which Rust's regex reads as the ``regex`` package does).
+  It encodes big texts in chunks on several threads.
 
 tiktoken merges, at each step, the adjacent pair whose *bytes together* form the
 earliest-learned token; the from-scratch encoder merges the earliest-learned *pair*.
@@ -19,24 +19,50 @@ its own pattern, falls back to the from-scratch encoder.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Any
 
 import numpy as np
+import regex
 
 from lmlib.errors import LmlibError
+from lmlib.pretokenize import PATTERN, check_encodable, cut_text, split_special
 
-__all__ = ["RUST_PATTERN", "cpu_threads", "encode", "encoder", "train"]
+__all__ = ["count_pieces", "cpu_threads", "encode", "encoder"]
 
-# Python's \s also holds the separators \x1c-\x1f; Python's \w is letters, numbers and "_".
-_S = r"\s\x1c-\x1f"
-#: lmlib.bpe.PATTERN in Rust regex syntax, class by class equal to Python's ``re`` meaning
-#: (tests/test_bpe.py checks code points of every Unicode class in many contexts).
-RUST_PATTERN = (r"'(?:[sdmt]|ll|ve|re)| ?[\p{L}\p{Nl}\p{No}]+| ?\p{Nd}+| ?(?:[^" + _S + r"\p{L}\p{N}]|_)+"
-                r"|[" + _S + r"]+(?![^" + _S + r"])|[" + _S + r"]+|[\s\S]")
+_PIECES = regex.compile(PATTERN)
+
+
+def cpu_threads() -> int:
+    """The CPUs this process may use (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def count_pieces(chunks: Iterable[str], special_tokens: Collection[str] = (), threads: int | None = None) -> Counter:
+    """`lmlib.bpe.count_pieces` on several threads: each chunk is cut in parts of about
+    256 KiB (at safe cuts) that are pre-split in parallel."""
+    threads = threads or cpu_threads()
+
+    def parts() -> Iterable[str]:
+        for chunk in chunks:
+            check_encodable(chunk)
+            for part in split_special(chunk, special_tokens)[::2]:
+                yield from cut_text(part, 1 << 18)
+
+    def one(part: str) -> Counter:
+        return Counter(_PIECES.findall(part, concurrent=True))
+
+    counts: Counter = Counter()
+    it = iter(parts())
+    with ThreadPoolExecutor(threads) as pool:
+        while batch := list(islice(it, 4 * threads)):  # a few parts at a time: memory stays bounded
+            for c in pool.map(one, batch):
+                counts.update(c)
+    return counts
 
 
 def _require(module: str) -> Any:
@@ -47,57 +73,23 @@ def _require(module: str) -> Any:
                          "(or use backend='scratch')") from None
 
 
-def train(chunks: Iterable[str], n_merges: int) -> list[tuple[int, int]]:
-    """Learn ``n_merges`` merges with Hugging Face ``tokenizers``; return them as pairs of our ids."""
-    from lmlib.bpe import PATTERN, bytes_to_unicode
-
-    tk = _require("tokenizers")
-    alphabet = [bytes_to_unicode()[b] for b in range(256)]
-    t = tk.Tokenizer(tk.models.BPE())
-    t.pre_tokenizer = tk.pre_tokenizers.Sequence([
-        tk.pre_tokenizers.Split(tk.Regex(PATTERN), behavior="isolated"),
-        tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer = tk.trainers.BpeTrainer(vocab_size=256 + n_merges, initial_alphabet=alphabet, min_frequency=2,
-                                     show_progress=False, special_tokens=[])
-    t.train_from_iterator(chunks, trainer=trainer)
-    ids = {s: i for i, s in enumerate(alphabet)}
-    merges = []
-    for m in json.loads(t.to_str())["model"]["merges"][:n_merges]:
-        a, b = m if isinstance(m, list) else m.split(" ")
-        if a + b in ids:  # the same bytes made by another pair: already a token
-            continue
-        ids[a + b] = 256 + len(merges)
-        merges.append((ids[a], ids[b]))
-    return merges
-
-
 def encoder(token_bytes: Sequence[bytes], pattern: str) -> Any | None:
     """A tiktoken encoder for these tokens (id = position), or None when it would not give
     the from-scratch encoder's ids: another pattern, or two tokens with the same bytes."""
-    from lmlib.bpe import PATTERN
-
     if pattern != PATTERN or len(set(token_bytes)) < len(token_bytes):
         return None
     tiktoken = _require("tiktoken")
     ranks = {b: i for i, b in enumerate(token_bytes)}
-    return tiktoken.Encoding("lmlib-bpe", pat_str=RUST_PATTERN, mergeable_ranks=ranks, special_tokens={})
-
-
-def cpu_threads() -> int:
-    """The CPUs this process may use (its affinity where the OS tells it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return tiktoken.Encoding("lmlib-bpe", pat_str=PATTERN, mergeable_ranks=ranks, special_tokens={})
 
 
 def encode(enc: Any, text: str, threads: int | None = None, chunk_chars: int = 1 << 20) -> np.ndarray:
     """Encode ordinary text (no special tokens) with a tiktoken encoder, as int32 ids.
 
     A long text is cut into chunks where the pre-split is sure not to straddle
-    (`lmlib.bpe.cut_text`): about four per thread, so that the threads finish together,
-    of 64 KiB to ``chunk_chars`` characters. They are encoded on ``threads`` threads
-    (default: the CPUs this process may use). The ids do not depend on the cuts."""
-    from lmlib.bpe import cut_text
-
+    (`lmlib.pretokenize.cut_text`): about four per thread, so that the threads finish
+    together, of 64 KiB to ``chunk_chars`` characters. They are encoded on ``threads``
+    threads (default: the CPUs this process may use). The ids do not depend on the cuts."""
     threads = threads or cpu_threads()
     chunks = cut_text(text, min(chunk_chars, max(1 << 16, -(-len(text) // (4 * threads)))))
 

@@ -118,7 +118,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "evaluate": "loss, perplexity and accuracy of a checkpoint on a split",
         "report": "summarise a run's training_metrics.json",
         "plot": "redraw training_curve.png and loss_by_epoch.png from the metrics file",
-        "tokenize": "tokenize a text file once into a token file (.bin + .json)",
+        "tokenize": "tokenize a text file, folder or JSONL file once into a token file (.bin + .json)",
     }
     subs = parser.subcommands = {name: sub.add_parser(name, help=helps[name]) for name in COMMAND_NAMES}
     if command in (None, "train"):
@@ -130,7 +130,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subs["report"].add_argument("run_dir", nargs="?", default="checkpoints")
     subs["plot"].add_argument("run_dir", nargs="?", default="checkpoints")
     tk = subs["tokenize"]
-    tk.add_argument("text_file")
+    tk.add_argument("text_file", help="a UTF-8 text file, a folder of text files or a .jsonl file (a \"text\" "
+                    "field per line); documents get <|endoftext|> after each")
     tk.add_argument("--out", help="output path without suffix (default: next to the text file)")
     tk.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     tk.add_argument("--vocab-size", type=int, help="bpe: vocabulary size, 256 bytes + merges + 1 special (default 512)")
@@ -142,7 +143,8 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     from lmlib.run import PRESETS
     from lmlib.trainer import TrainConfig
 
-    t.add_argument("data", help="'synthetic', 'shakespeare', a UTF-8 text file, or a token file (.bin)")
+    t.add_argument("data", help="'synthetic', 'shakespeare', a UTF-8 text file, a folder of text files or a .jsonl "
+                   "file (documents, <|endoftext|> after each), or a token file (.bin)")
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe; other flags override it")
     t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
                    help="for text files (default char; bpe: byte-level BPE trained on the file)")
@@ -179,6 +181,8 @@ def _generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None,
                    help="the same seed gives the same text (default: a fresh sample each time)")
     g.add_argument("--top", type=int, default=0, help="instead of sampling, show the N likeliest next tokens")
+    g.add_argument("--no-stop-at-eot", action="store_true",
+                   help="keep generating after the end-of-text token <|endoftext|> (default: stop there)")
     _device_argument(g)
 
 
@@ -248,7 +252,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
         for token, p in next_token_distribution(model, tok, prompt, a.top):
             print(f"{token!r:>16}  {p:.4f}")
     else:
-        print(generate(model, tok, prompt, a.max_new_tokens, a.temperature, a.top_k, seed=a.seed, top_p=a.top_p))
+        eot = getattr(tok, "special_ids", {}).get("<|endoftext|>")
+        stop = () if a.no_stop_at_eot or eot is None else (eot,)
+        print(generate(model, tok, prompt, a.max_new_tokens, a.temperature, a.top_k, seed=a.seed,
+                       top_p=a.top_p, stop_ids=stop))
     return 0
 
 
@@ -316,9 +323,15 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(a: argparse.Namespace) -> int:
-    from lmlib import data as D
+    from lmlib import tokenfile
+    from lmlib.documents import is_documents
 
-    tf = D.tokenize_file(a.text_file, a.out, kind=a.tokenizer, vocab_size=a.vocab_size)
+    if is_documents(a.text_file):  # a folder or a .jsonl file: documents, <|endoftext|> after each
+        src = Path(a.text_file)
+        out = a.out or src.with_name(f"{src.stem}.{a.tokenizer}")
+        tf = tokenfile.tokenize_documents(src, out, kind=a.tokenizer, vocab_size=a.vocab_size)
+    else:
+        tf = tokenfile.tokenize_file(a.text_file, a.out, kind=a.tokenizer, vocab_size=a.vocab_size)
     print(f"{tf.meta['n_tokens']:,} tokens, vocabulary {tf.meta['vocab_size']} -> {tf.bin_path}")
     return 0
 

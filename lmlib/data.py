@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmlib import tokenfile
+from lmlib.documents import documents_digest, is_documents
 from lmlib.download import default_cache_dir
 from lmlib.errors import LmlibError
 from lmlib.fsutil import sha256_file
+from lmlib.pretokenize import PATTERN
 from lmlib.tokenfile import (  # noqa: F401  (the token file format lived here: re-exported)
     DEFAULT_CHUNK_BYTES,
     FORMAT,
@@ -98,20 +101,23 @@ def _map_part(tokens: np.memmap, start: int, count: int) -> np.ndarray:
 
 def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | None = None,
                  val_fraction: float = DEFAULT_VAL_FRACTION, vocab_size: int | None = None) -> TokenData:
-    """Tokenize a text file once (cached) and split it into train/val.
+    """Tokenize a text file, a folder of text files or a JSONL file once (cached) and split
+    it into train/val. Documents (a folder's files, JSONL records) are each followed by
+    ``<|endoftext|>`` (`lmlib.tokenfile.tokenize_documents`).
 
     The token file lives in ``cache_dir`` (default ``<lmlib cache>/tokens``) as
     ``<stem>-<sha256 prefix>-<kind>``; it is reused while the text's sha256 and kind match.
     kind "bpe" trains a byte-level BPE tokenizer of ``vocab_size`` (default 512) on the
     file (`lmlib.bpe`, fast backend), cached as ``...-bpe<vocab_size>``.
     """
-    src = _check_source(path)
+    docs = is_documents(path)
+    src = Path(path) if docs else _check_source(path)
     tokenizer_class(kind)  # fail early on a bad kind
     if kind == "bpe":
         vocab_size = 512 if vocab_size is None else vocab_size
     elif vocab_size is not None:
         raise LmlibError(f"vocab_size is for a bpe tokenizer; a {kind} tokenizer's vocabulary is the text's symbols")
-    sha = sha256_file(src)
+    sha = documents_digest(src)[0] if docs else sha256_file(src)
     tag = f"bpe{vocab_size}" if kind == "bpe" else kind
     base = Path(cache_dir if cache_dir is not None else default_cache_dir() / "tokens") / f"{src.stem}-{sha[:16]}-{tag}"
     tf = None
@@ -120,10 +126,12 @@ def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | N
             tf = load_token_file(base)
         except LmlibError:  # corrupt or outdated cache entry: rebuild it
             tf = None
-        if tf is not None and (tf.meta.get("source_sha256") != sha or tf.tokenizer.kind != kind):
+        if tf is not None and (tf.meta.get("source_sha256") != sha or tf.tokenizer.kind != kind
+                               or getattr(tf.tokenizer, "pattern", PATTERN) != PATTERN):  # an older BPE
             tf = None
     if tf is None:
-        tf = tokenize_file(src, base, kind=kind, vocab_size=vocab_size)
+        tf = (tokenfile.tokenize_documents(src, base, kind=kind, vocab_size=vocab_size) if docs
+              else tokenize_file(src, base, kind=kind, vocab_size=vocab_size))
     train, val = split_tokens(tf.tokens, val_fraction)
     meta = {**tf.meta, "token_file": str(tf.bin_path), "val_fraction": val_fraction}
     return TokenData(train=train, val=val, tokenizer=tf.tokenizer, name=src.stem, meta=meta)
@@ -133,7 +141,8 @@ def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray | None:
     """UTF-8 bytes of each token id's text, for tokenizers that keep every byte of the
     text (char, bpe; special tokens count 0); None for a word tokenizer (it drops spaces)."""
     if tokenizer.kind == "char":
-        return np.array([len(c.encode("utf-8", "surrogatepass")) for c in tokenizer.vocab], dtype=np.int64)
+        n = [len(c.encode("utf-8", "surrogatepass")) for c in tokenizer.ordinary_vocab]
+        return np.array(n + [0] * len(tokenizer.special_tokens), dtype=np.int64)
     if tokenizer.kind == "bpe":
         tb = tokenizer.token_bytes  # type: ignore[attr-defined]
         return np.array([len(b) for b in tb] + [0] * (tokenizer.vocab_size - len(tb)), dtype=np.int64)

@@ -9,7 +9,7 @@ output is fed back in as input, one token at a time.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -125,11 +125,11 @@ def generate_ids(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
-    stop: Sequence[int] = (),
+    stop_ids: Collection[int] = (),
     cache: bool = True,
 ) -> list[int]:
     """The new token ids that continue `ids` (at most `max_new_tokens`; a token in
-    `stop` ends the generation and is not returned).
+    `stop_ids`, e.g. an end-of-text token, ends the generation and is the last one returned).
 
     With `cache` (the default) each step runs the model on the new token only,
     reusing the earlier positions' keys and values (`lmlib.model.KVCache`). Once the
@@ -148,7 +148,7 @@ def generate_ids(
         raise LmlibError("the prompt is empty: give at least one token")
     device = next(model.parameters()).device
     T = model.config.block_size
-    ids, new, stop = list(ids), [], set(stop)
+    ids, new, stop_ids = list(ids), [], set(stop_ids)
     kv, pending = None, ids[-T:]  # the tokens the cache does not hold yet
     with eval_mode(model):
         for _ in range(max_new_tokens):
@@ -159,11 +159,11 @@ def generate_ids(
                     kv, pending = KVCache(model.config.n_layer), ids[-T:]
                 logits = model.decode(torch.tensor(pending, dtype=torch.long, device=device)[None], kv)
             token = sample_next(logits[0, -1].float().cpu(), temperature, top_k, top_p, generator)
-            if token in stop:
-                break
             ids.append(token)
             new.append(token)
             pending = [token]
+            if token in stop_ids:
+                break
     return new
 
 
@@ -177,15 +177,17 @@ def generate(
     seed: int | None = None,
     *,
     top_p: float | None = None,
-    stop: Sequence[int] = (),
+    stop_ids: Collection[int] = (),
     cache: bool = True,
 ) -> str:
     """Sample a continuation of `prompt` (returned with the prompt).
 
     temperature < 1 sharpens the distribution (safer, more repetitive), > 1 flattens
     it; top_k keeps only the k likeliest tokens at each step, top_p the likeliest
-    whose probabilities add up to p; temperature 0 is greedy. A token id in `stop`
-    (e.g. an end-of-text token) ends the text. See `generate_ids` for the cache.
+    whose probabilities add up to p; temperature 0 is greedy. Generation stops early
+    after a token in `stop_ids` (e.g. the end-of-text token
+    ``tokenizer.special_ids["<|endoftext|>"]``), which is kept in the text. See
+    `generate_ids` for the key/value cache.
 
     With a `seed`, the text is the same on every call and torch's global random state
     is left as it was (the draws come from a generator of their own). With `seed=None`,
@@ -194,7 +196,7 @@ def generate(
     """
     ids = list(prompt) if not isinstance(prompt, str) else tokenizer.encode(prompt)
     gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
-    new = generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, gen, stop, cache)
+    new = generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, gen, stop_ids, cache)
     return tokenizer.decode(ids + new)
 
 

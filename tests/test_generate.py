@@ -69,13 +69,13 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
         generate_ids(GPT(GPTConfig(vocab_size=4, block_size=4, n_layer=1, n_head=1, n_embd=4)), [0], 1, top_p=0)
 
 
-def test_a_stop_token_ends_the_text_and_is_left_out(trained):
+def test_a_stop_token_ends_the_text(trained):
     model, tok = trained
     free = generate_ids(model, tok.encode("the cat"), 30, temperature=0)
     stop = free[5]
-    cut = generate_ids(model, tok.encode("the cat"), 30, temperature=0, stop=[stop])
-    assert cut == free[:free.index(stop)]
-    assert generate(model, tok, "the cat", 30, temperature=0, stop=[stop]) == tok.decode(tok.encode("the cat") + cut)
+    cut = generate_ids(model, tok.encode("the cat"), 30, temperature=0, stop_ids=[stop])
+    assert cut == free[:free.index(stop) + 1]  # the stop token ends the text, as its last token
+    assert generate(model, tok, "the cat", 30, temperature=0, stop_ids=[stop]) == tok.decode(tok.encode("the cat") + cut)
 
 
 def test_cli_generate_takes_top_p(tmp_path, capsys):
