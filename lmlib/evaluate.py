@@ -41,26 +41,29 @@ def estimate_loss(
     max_batches: int | None = None,
     device: torch.device | str | None = None,
     autocast=None,
+    mask: np.ndarray | None = None,
 ) -> dict:
     """Mean loss, perplexity and next-token accuracy over non-overlapping windows.
 
     With `max_batches=None` every window of the split is used (the "whole split"
     number); otherwise the first `max_batches` batches of an evenly spread,
     deterministic set, so successive validations are comparable. The batches go to
-    `device`, by default the one the model's weights are on.
+    `device`, by default the one the model's weights are on. With a loss `mask`
+    (parallel to `tokens`), only the targets it marks count.
     """
     if device is None:
         device = next(model.parameters()).device
     total_loss, correct, count = 0.0, 0, 0
     with eval_mode(model):
-        for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches):
+        for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches, mask):
             x, y = x.to(device), y.to(device)
             with autocast or nullcontext():
                 logits, _ = model(x)
             logits = logits.float()
             total_loss += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-            correct += (logits.argmax(-1) == y).sum().item()
-            count += y.numel()
+            counted = y != -100  # (masked targets are left out, as cross_entropy leaves them out)
+            correct += ((logits.argmax(-1) == y) & counted).sum().item()
+            count += counted.sum().item()
     if count == 0:
         raise LmlibError(f"the split has too few tokens ({len(tokens)}) for one window of {block_size + 1}")
     loss = total_loss / count
