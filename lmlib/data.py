@@ -71,6 +71,10 @@ class TokenData:
     name: str
     meta: dict[str, Any] = field(default_factory=dict)
     corpus: SyntheticCorpus | None = None  # the true distribution, for synthetic data
+    # Loss masks (1 = this token is a target that counts), parallel to train and val:
+    # fine-tuning trains on the responses only (`lmlib.finetune`). None: every token counts.
+    train_mask: np.ndarray | None = None
+    val_mask: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -186,9 +190,13 @@ def check_enough_tokens(tokens: np.ndarray | Sequence[int], block_size: int) -> 
                          "use a smaller block_size or more data")
 
 
-def windows_to_batch(tokens: np.ndarray, starts: np.ndarray | Sequence[int],
-                     block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) int64 tensors of shape (len(starts), block_size) for windows starting at ``starts``."""
+def windows_to_batch(tokens: np.ndarray, starts: np.ndarray | Sequence[int], block_size: int,
+                     mask: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) int64 tensors of shape (len(starts), block_size) for windows starting at ``starts``.
+
+    With a loss ``mask`` (parallel to ``tokens``), a target whose mask is 0 becomes -100,
+    the index `torch.nn.functional.cross_entropy` ignores.
+    """
     import torch
 
     starts = np.asarray(starts, dtype=np.int64).reshape(-1)
@@ -200,7 +208,11 @@ def windows_to_batch(tokens: np.ndarray, starts: np.ndarray | Sequence[int],
     else:
         w = tokens[starts[:, None] + np.arange(block_size + 1)]
     w = torch.from_numpy(np.asarray(w, dtype=np.int64))
-    return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+    x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
+    if mask is not None:
+        keep = torch.from_numpy(np.asarray(mask[starts[:, None] + np.arange(1, block_size + 1)], dtype=bool))
+        y[~keep] = -100
+    return x, y
 
 
 def _read_windows(tokens: np.memmap, starts: np.ndarray, n: int) -> np.ndarray:
@@ -277,8 +289,8 @@ def eval_window_starts(n_tokens: int, block_size: int, max_windows: int | None =
     return idx * block_size
 
 
-def iter_eval_batches(tokens: np.ndarray, batch_size: int, block_size: int,
-                      max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iter_eval_batches(tokens: np.ndarray, batch_size: int, block_size: int, max_batches: int | None = None,
+                      mask: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Deterministic (x, y) batches of non-overlapping windows covering the whole split.
 
     The last batch may be smaller. With max_batches, windows are evenly spaced
@@ -288,5 +300,6 @@ def iter_eval_batches(tokens: np.ndarray, batch_size: int, block_size: int,
         raise LmlibError(f"batch_size must be at least 1, got {batch_size}")
     starts = eval_window_starts(len(tokens), block_size, None if max_batches is None else max_batches * batch_size)
     # A generator expression, not a generator function: bad arguments raise here, not at the first batch.
-    return (windows_to_batch(tokens, starts[i:i + batch_size], block_size) for i in range(0, len(starts), batch_size))
+    return (windows_to_batch(tokens, starts[i:i + batch_size], block_size, mask)
+            for i in range(0, len(starts), batch_size))
 
