@@ -63,7 +63,6 @@ def test_transformers_loads_the_export_with_lmlibs_logits_greedy_text_and_ids(ru
 
 
 def test_a_bpe_run_exports_with_its_end_of_text_token(tmp_path):
-    pytest.importorskip("lmlib.bpe_formats")  # (T1's work: until main has it)
     from tokenizers import Tokenizer
 
     from lmlib.bpe import BPETokenizer
@@ -127,7 +126,6 @@ def test_tokenizer_json_encodes_and_decodes_like_lmlib():
 
 
 def test_special_tokens_of_char_and_word_tokenizers_are_added_tokens():
-    pytest.importorskip("lmlib.bpe_formats")  # (T1's special tokens: until main has them)
     from tokenizers import Tokenizer
 
     text = "one doc.<|endoftext|>(another) doc<|endoftext|>"
@@ -196,7 +194,6 @@ def test_load_gpt2_from_transformers_save_pretrained_and_from_a_bin_file(tmp_pat
 
 
 def test_load_gpt2_reads_a_byte_level_bpe_tokenizer_json(tmp_path):
-    pytest.importorskip("lmlib.bpe_formats")  # (T1's work: until main has it)
     from lmlib.bpe import BPETokenizer
     from lmlib.bpe_formats import save_tokenizer_json
 
