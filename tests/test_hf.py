@@ -267,6 +267,17 @@ def test_a_tokenizer_that_cannot_be_exported_leaves_no_files(tmp_path):
     assert not (tmp_path / "hf").exists()
 
 
+def test_a_bpe_tokenizer_with_another_pre_split_is_refused_before_anything_is_written(tmp_path):
+    from lmlib.bpe import BPETokenizer
+    from lmlib.hf import export_model
+    from lmlib.model import GPT, GPTConfig
+
+    old = BPETokenizer([], pattern=r"\w+|\s+|[^\w\s]+")  # e.g. a run from an lmlib before GPT-2's exact pattern
+    with pytest.raises(LmlibError, match="pre-split"):
+        export_model(GPT(GPTConfig(vocab_size=old.vocab_size, n_layer=1, n_embd=8, n_head=2)), old, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
 def test_lmlib_imports_without_transformers_and_export_names_the_extra(runs, tmp_path, monkeypatch):
     code = "import sys; sys.modules['transformers'] = sys.modules['safetensors'] = None; import lmlib, lmlib.hf"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
