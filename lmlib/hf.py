@@ -15,8 +15,9 @@ q/k/v, tied output layer), so a run exports without approximation:
   ``tokenizers`` and ``AutoTokenizer`` load, and ``lmlib_tokenizer.json``, lmlib's own
   file, so that `load_gpt2` gives back exactly the tokenizer the run used.
 
-Only ``safetensors`` is needed to export; ``transformers`` (``pip install lmlib[hf]``) is
-needed only to use the folder, never by this module.
+Exporting needs ``safetensors`` (and ``tokenizers`` for a char or word tokenizer's
+``tokenizer.json``), both in ``pip install lmlib[hf]``; ``transformers`` is needed only to
+use the folder, never by this module.
 """
 
 from __future__ import annotations
