@@ -1,4 +1,4 @@
-"""The `lmlib` command: train, generate, evaluate, report, plot, tokenize.
+"""The `lmlib` command: train, generate, evaluate, report, plot, tokenize, export.
 
 Every TrainConfig and GPTConfig field is a flag (`--max-steps`, `--n-embd`, ...),
 generated from the dataclasses so the CLI can never drift from the library; a
@@ -104,7 +104,7 @@ def _default_prompt(tokenizer) -> str:
     return tokenizer.vocab[0]
 
 
-COMMAND_NAMES = ("train", "generate", "evaluate", "report", "plot", "tokenize", "finetune")
+COMMAND_NAMES = ("train", "generate", "evaluate", "report", "plot", "tokenize", "finetune", "export")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -120,6 +120,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "plot": "redraw training_curve.png and loss_by_epoch.png from the metrics file",
         "tokenize": "tokenize a text file, folder or JSONL file once into a token file (.bin + .json)",
         "finetune": "fine-tune a trained run to answer prompts (synthetic-chat, or a JSONL file of prompt/response)",
+        "export": "write a run as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json)",
     }
     subs = parser.subcommands = {name: sub.add_parser(name, help=helps[name]) for name in COMMAND_NAMES}
     if command in (None, "train"):
@@ -138,6 +139,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     tk.add_argument("--out", help="output path without suffix (default: next to the text file)")
     tk.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     tk.add_argument("--vocab-size", type=int, help="bpe: vocabulary size, 256 bytes + merges + 1 special (default 512)")
+    ex = subs["export"]
+    ex.add_argument("run_dir", help="a run directory (uses best.pt, else last.pt) or a .pt file")
+    ex.add_argument("--out", required=True, help="the folder to write; transformers' from_pretrained(OUT) loads it")
     return parser
 
 
@@ -404,8 +408,16 @@ def cmd_tokenize(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from lmlib.hf import export_run
+
+    out = export_run(a.run_dir, a.out)
+    print(f"Hugging Face GPT-2 folder written to {out}/ (load it with from_pretrained({str(out)!r}))")
+    return 0
+
+
 COMMANDS = {"finetune": cmd_finetune, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "report": cmd_report, "plot": cmd_plot, "tokenize": cmd_tokenize}
+            "report": cmd_report, "plot": cmd_plot, "tokenize": cmd_tokenize, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
