@@ -44,7 +44,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-NOTEBOOK = "09_optimization.ipynb"
+NOTEBOOK = "10_learning_rate.ipynb"
 sys.path.insert(0, str(ROOT / "tools"))
 
 from execute_notebooks import kernel_environment  # noqa: E402
