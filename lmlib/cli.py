@@ -26,7 +26,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Dataclass fields whose values form a closed set: their flags take as `choices` the
 # tuple of that name in the dataclass's module (where the library checks them too).
-_FIELD_CHOICES = {"schedule": "SCHEDULES", "optimizer": "OPTIMIZERS", "dtype": "DTYPES"}
+_FIELD_CHOICES = {"schedule": "SCHEDULES", "optimizer": "OPTIMIZERS", "dtype": "DTYPES", "finite_check": "FINITE_CHECKS"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -256,12 +256,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from lmlib import data as D
     from lmlib.checkpoint import load_model
     from lmlib.evaluate import estimate_loss
+    from lmlib.tokenfile import load_token_file, tokenize_file
 
     model, tok, state = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
     if a.data:
         path = Path(a.data)
         if path.suffix in (".bin", ".json"):
-            tf = D.load_token_file(path)
+            tf = load_token_file(path)
             if tf.tokenizer.to_dict() != tok.to_dict():
                 raise LmlibError(f"{path} was tokenized with a {tf.tokenizer.kind} tokenizer of {tf.tokenizer.vocab_size} "
                                  f"tokens, not the model's ({tok.kind}, {tok.vocab_size} tokens): pass the text file "
@@ -271,7 +272,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
-                tf = D.tokenize_file(path, Path(tmp) / "eval", tokenizer=tok)
+                tf = tokenize_file(path, Path(tmp) / "eval", tokenizer=tok)
                 tokens, meta = np.array(tf.tokens), tf.meta
     elif state.get("data_name", "").startswith("synthetic"):
         raise LmlibError("pass --data: the synthetic corpus settings are not stored in the checkpoint")
@@ -314,9 +315,9 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(a: argparse.Namespace) -> int:
-    from lmlib import data as D
+    from lmlib.tokenfile import tokenize_file
 
-    tf = D.tokenize_file(a.text_file, a.out, kind=a.tokenizer, vocab_size=a.vocab_size)
+    tf = tokenize_file(a.text_file, a.out, kind=a.tokenizer, vocab_size=a.vocab_size)
     print(f"{tf.meta['n_tokens']:,} tokens, vocabulary {tf.meta['vocab_size']} -> {tf.bin_path}")
     return 0
 

@@ -23,9 +23,8 @@ import torch
 
 from lmlib import data as D
 from lmlib.errors import LmlibError
-from lmlib.model import GPT, GPTConfig
+from lmlib.model import GPT, MODEL_KEYS, GPTConfig
 from lmlib.optim import build_optimizer
-from lmlib.run import MODEL_KEYS
 from lmlib.runtime import choose_precision, pick_device, to_device
 from lmlib.step import train_step
 

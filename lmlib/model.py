@@ -10,7 +10,7 @@ H heads, D = C // H head size, V vocabulary size.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -45,6 +45,10 @@ class GPTConfig:
     def from_dict(cls, d: dict) -> GPTConfig:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+#: The GPTConfig fields a user sets by name (the vocabulary size comes from the tokenizer).
+MODEL_KEYS = frozenset(f.name for f in fields(GPTConfig)) - {"vocab_size"}
 
 
 class CausalSelfAttention(nn.Module):

@@ -17,7 +17,18 @@ however the run ends (finished, early stop, divergence, Ctrl-C, a callback's
 Under `torchrun` each process trains on its share of every step's batch: between
 them, K processes with `grad_accum` A draw exactly the windows one process with
 accumulation K*A draws, so the result depends on the global batch, not on how it is
-split. Only rank 0 writes files.
+split. With dropout, a step that is split into micro-batches (accumulation, or
+several processes) draws each micro-batch's dropout masks from its own seed (run
+seed, step, micro-batch), so those masks too depend only on the global batch; a
+step of one micro-batch draws them from the process's random stream, as a plain
+PyTorch loop does. Only rank 0 writes files; every rank's random state is saved in
+`last.pt`, so a resumed run, one process or several, makes the same updates.
+
+Where the run executes (device, number format, processes, finite checks, TF32) is
+one `lmlib.runtime.Runtime`, built from the config's device/dtype/finite_check/tf32
+settings unless one is handed in. A step that is not finite ends the run as
+`diverged` on every device: checked each step (the CPU's default), or counted on the
+device and checked at logging steps (`finite_check="deferred"`, CUDA's default).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from lmlib.evaluate import estimate_loss
 from lmlib.metrics import FILENAME, new_metrics, write_metrics
 from lmlib.model import GPT, GPTConfig, check_compatible
 from lmlib.optim import build_optimizer, lr_at
-from lmlib.runtime import Distributed, choose_precision, init_distributed, pick_device, process_device, to_device
+from lmlib.runtime import Distributed, Runtime, pick_device, to_device
 from lmlib.step import StepOutcome, train_step
 
 __all__ = ["Callback", "StopTraining", "TrainConfig", "TrainResult", "Trainer", "pick_device"]
@@ -71,6 +82,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         model: GPT | None = None,
         dist: Distributed | None = None,
+        runtime: Runtime | None = None,
     ):
         self.raw_config = (config or TrainConfig()).validate()  # before anything uses a setting
         self.data, self.model_config = data, model_config
@@ -78,8 +90,10 @@ class Trainer:
         T = model_config.block_size
         D.check_enough_tokens(data.train, T)
         self.has_val = len(data.val) > T
-        self.dist = dist or init_distributed(self.raw_config.device)
         c = self.raw_config
+        self.runtime = runtime or Runtime.create(c.device, c.dtype, finite_check=c.finite_check, tf32=c.tf32,
+                                                 compile=c.compile, dist=dist)
+        self.dist = self.runtime.dist
         self.micro_per_step = c.grad_accum * self.dist.world_size  # micro-batches in one global step
         self.steps_per_epoch = None
         if c.epochs is not None:
@@ -90,8 +104,7 @@ class Trainer:
                                  f"{self.micro_per_step} (grad_accum x processes): use less accumulation or more data")
         self.config = c.resolved(self.steps_per_epoch)
         self.callbacks = list(callbacks)
-        self.device = process_device(c.device, self.dist)
-        self.precision = choose_precision(c.dtype, self.device)
+        self.device, self.precision = self.runtime.device, self.runtime.precision
         self.out_dir = Path(self.config.out_dir)
         torch.manual_seed(c.seed)  # the initial weights (identical on every rank)
         self.model = (model or GPT(model_config)).to(self.device)
@@ -106,6 +119,10 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.bad_evals = 0
         self.accum = [0.0, 0]  # training-loss sum and count since the last entry
+        # Non-finite steps since the run began: count, first and last step (0: none), on
+        # the device, so the deferred policy never waits for it between logging steps.
+        self.nonfinite = torch.zeros(3, dtype=torch.int64, device=self.device)
+        self._rng_ranks: list[dict] | None = None
         self._mid_step = False
         self.metrics = new_metrics(self.run_config())
 
@@ -118,7 +135,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DDP(self.model, device_ids=ids)  # broadcasts rank 0's weights
             no_sync = module.no_sync
-        if self.config.compile:
+        if self.config.compile or self.runtime.compile:
             module = torch.compile(module)
         return module, no_sync
 
@@ -132,9 +149,8 @@ class Trainer:
                      "vocab_size": d.tokenizer.vocab_size, "tokenizer": d.tokenizer.to_dict()["kind"],
                      **({"tokens_per_byte": tpb} if (tpb := D.tokens_per_byte(d)) is not None else {})},
             "n_params": self.model.num_params(),
-            "runtime": {"device": str(self.device), "dtype": self.precision.name, "compiled": c.compile,
-                        "world_size": self.dist.world_size, "grad_accum": c.grad_accum,
-                        "global_batch": c.batch_size * self.micro_per_step},
+            "runtime": {**self.runtime.describe(), "compiled": c.compile or self.runtime.compile,
+                        "grad_accum": c.grad_accum, "global_batch": c.batch_size * self.micro_per_step},
         }
 
     def state_dict(self) -> dict:
@@ -156,12 +172,42 @@ class Trainer:
             "rng_torch": torch.get_rng_state(),
             "rng_data": self.data_rng.get_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_ranks": self._rng_ranks or [self._rng_state()],  # each process's own streams
             "metrics": json.dumps(self.metrics),
         }
 
+    def _rng_state(self) -> dict:
+        """This process's random streams: the CPU's and its device's (dropout masks)."""
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        elif self.device.type == "mps":
+            state["mps"] = torch.mps.get_rng_state()
+        return state
+
+    def _set_rng_state(self, s: dict) -> None:
+        ranks = s.get("rng_ranks") or []
+        if len(ranks) == self.dist.world_size:  # the same processes: each continues its own streams
+            mine = ranks[self.dist.rank]
+            torch.set_rng_state(mine["cpu"].cpu())
+            if "cuda" in mine and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"].cpu(), self.device)
+            if "mps" in mine and self.device.type == "mps":
+                torch.mps.set_rng_state(mine["mps"].cpu())
+            return
+        # Another number of processes: rank 0 continues rank 0's stream, the others keep their own.
+        if self.dist.rank == 0:
+            torch.set_rng_state(s["rng_torch"].cpu())
+        if s["rng_cuda"] and torch.cuda.is_available() and len(s["rng_cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([t.cpu() for t in s["rng_cuda"]])
+
     def save(self, name: str) -> None:
-        if self.config.save_checkpoints and self.dist.is_main:
+        if not self.config.save_checkpoints:
+            return
+        self._rng_ranks = self.dist.gather(self._rng_state()) if self.dist.enabled else None  # every rank joins
+        if self.dist.is_main:
             save_checkpoint(self.out_dir / name, self.state_dict())
+        self._rng_ranks = None
 
     def resume(self, path: str | Path | None = None, extend: bool = False) -> None:
         """Continue from a checkpoint (default: `out_dir/last.pt`).
@@ -198,11 +244,8 @@ class Trainer:
             self.precision.scaler.load_state_dict(s["scaler"])
         self.step, self.best_val_loss, self.bad_evals = s["step"], s["best_val_loss"], s["bad_evals"]
         self.accum = list(s["accum"])
-        if self.dist.rank == 0:  # other ranks keep their own dropout streams
-            torch.set_rng_state(s["rng_torch"].cpu())
+        self._set_rng_state(s)
         self.data_rng.set_state(s["rng_data"].cpu())
-        if s["rng_cuda"] and torch.cuda.is_available() and len(s["rng_cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([t.cpu() for t in s["rng_cuda"]])
         self.metrics = json.loads(s["metrics"])
         self.metrics["status"] = "running"
         self.metrics["config"]["train"] = asdict(self.config)  # e.g. a longer max_steps
@@ -229,11 +272,23 @@ class Trainer:
                 batches.append((to_device(x, self.device), to_device(y, self.device)))
         return batches
 
+    def dropout_seeds(self, step: int) -> list[int] | None:
+        """Seeds of this process's micro-batches' dropout masks, when a step is split.
+
+        One per global micro-batch, from (seed, step, index): the masks do not depend
+        on how the global batch is split over accumulation and processes. None (the
+        process's own stream) without dropout or with one micro-batch per step.
+        """
+        if self.model_config.dropout == 0 or self.micro_per_step == 1:
+            return None
+        first = (self.config.seed * 1_000_003 + step * self.micro_per_step) % 2**62
+        A = self.config.grad_accum
+        return [first + g for g in range(self.dist.rank * A, (self.dist.rank + 1) * A)]
+
     def evaluate(self) -> dict:
-        return estimate_loss(
-            self.model, self.data.val, self.config.batch_size, self.model_config.block_size,
-            max_batches=self.config.eval_batches, device=self.device, autocast=self.precision.autocast(),
-        )
+        """Validation loss, sharded over the processes (one number for all of them)."""
+        return estimate_loss(self.model, self.data.val, self.config.batch_size, self.model_config.block_size,
+                             max_batches=self.config.eval_batches, runtime=self.runtime)
 
     def log(self, lr: float, outcome: StepOutcome, ev: dict | None, t0: float) -> None:
         """Append one metrics entry; the only place the host reads the device's numbers."""
@@ -269,11 +324,42 @@ class Trainer:
         return "early_stopped" if patience is not None and self.bad_evals >= patience else None
 
     def notify(self) -> None:
-        for cb in self.callbacks:
-            cb(self.metrics)
+        """Call the callbacks; a StopTraining on any process stops every process (one decision)."""
+        raised = None
+        try:
+            for cb in self.callbacks:
+                cb(self.metrics)
+        except StopTraining as e:
+            raised = e
+        if self.dist.any(raised is not None, self.device):
+            raise raised or StopTraining(f"stopped by a callback on another process at step {self.step}")
+
+    def _count_nonfinite(self, outcome: StepOutcome, step: int) -> None:
+        """Add this step to the device-side count of non-finite steps (no host sync)."""
+        bad = (~outcome.finite).long()
+        at = bad * (step + 1)
+        n = self.nonfinite
+        n[0] += bad
+        n[1] = torch.where(n[1] == 0, at, n[1])
+        n[2] = torch.maximum(n[2], at)
+
+    def _nonfinite_everywhere(self) -> tuple[int, int, int]:
+        """(count, first step, last step) of the non-finite steps on all processes (a host sync)."""
+        n = self.nonfinite.double()
+        count = self.dist.all_reduce_(n[:1].clone(), "sum")
+        big = float(2**52)  # first step: the smallest non-zero, as a max of its negation
+        first = self.dist.all_reduce_(torch.where(n[1:2] > 0, -n[1:2], torch.full_like(n[1:2], -big)), "max")
+        last = self.dist.all_reduce_(n[2:3].clone(), "max")
+        c, f, la = int(count.item()), -first.item(), int(last.item())
+        return c, (int(f) if f < big else 0), la
 
     # ---- the loop ----------------------------------------------------------------
     def fit(self, resume: bool | str | Path = False, extend: bool = False) -> TrainResult:
+        """Train to the end (or resume and continue); the runtime's switches hold only meanwhile."""
+        with self.runtime.active():
+            return self._fit(resume, extend)
+
+    def _fit(self, resume: bool | str | Path, extend: bool) -> TrainResult:
         c = self.config
         if resume:
             self.resume(None if resume is True else resume, extend=extend)
@@ -286,7 +372,7 @@ class Trainer:
         t0 = time.perf_counter()
         status, message = "finished", ""
         bar = self._progress_bar()
-        sync_every_step = self.device.type != "cuda"  # reading a CPU number costs nothing
+        sync_every_step = not self.runtime.deferred  # reading a CPU number costs nothing
         self.model.train()
         notified = None  # (step, status) that callbacks last saw
         try:
@@ -295,15 +381,29 @@ class Trainer:
                 lr = lr_at(step, c.lr, c.schedule_steps, c.warmup_steps, c.min_lr, c.schedule)
                 self._mid_step = True  # a Ctrl-C from here until the step is counted must not save
                 outcome = train_step(self.forward, self.model, self.optimizer, self.micro_batches(step),
-                                     lr=lr, grad_clip=c.grad_clip, precision=self.precision, no_sync=self.no_sync)
+                                     lr=lr, grad_clip=c.grad_clip, precision=self.precision, no_sync=self.no_sync,
+                                     deferred=not sync_every_step, seeds=self.dropout_seeds(step))
                 last = step + 1 == c.max_steps
                 do_eval = self.has_val and ((step + 1) % c.eval_interval == 0 or last)
-                do_log = (step + 1) % c.log_interval == 0 or do_eval or last
-                if (sync_every_step or do_log) and not self._finite_everywhere(outcome):
-                    status = "diverged"
-                    message = (f"the loss or the gradient became infinite or NaN at step {step + 1} (learning rate"
-                               f" {lr:.3g}): lower the learning rate; the last good checkpoint is kept")
-                    break
+                do_save = c.save_interval is not None and (step + 1) % c.save_interval == 0
+                do_log = (step + 1) % c.log_interval == 0 or do_eval or last or do_save
+                if sync_every_step:
+                    if not self._finite_everywhere(outcome):
+                        self.metrics["nonfinite"] = {"steps": 1, "first_step": step + 1, "last_step": step + 1}
+                        status = "diverged"
+                        message = (f"the loss or the gradient became infinite or NaN at step {step + 1} (learning"
+                                   f" rate {lr:.3g}): lower the learning rate; the last good checkpoint is kept")
+                        break
+                else:
+                    self._count_nonfinite(outcome, step)
+                    if do_log and (bad := self._nonfinite_everywhere())[0]:
+                        n, first, last_bad = bad
+                        self.metrics["nonfinite"] = {"steps": n, "first_step": first, "last_step": last_bad}
+                        status = "diverged"
+                        message = (f"{n} step(s) had an infinite or NaN loss or gradient, between steps {first} and"
+                                   f" {last_bad} (their updates were skipped; checked at step {step + 1}): lower the"
+                                   " learning rate; the last good checkpoint is kept")
+                        break
                 self.step += 1
                 self.accum[0] += outcome.loss.item() if sync_every_step else outcome.loss.double()
                 self.accum[1] += 1
@@ -314,8 +414,6 @@ class Trainer:
                     continue
                 self.accum[0] = float(self.accum[0])
                 ev = self.evaluate() if do_eval else None
-                if ev is not None and self.dist.enabled:  # one verdict for all ranks
-                    ev["loss"] = self.dist.all_reduce_sum([ev["loss"]], self.device)[0] / self.dist.world_size
                 self.model.train()
                 self.log(lr, outcome, ev, t0)
                 verdict = self.check_validation(ev) if ev else None
@@ -329,7 +427,7 @@ class Trainer:
                 if verdict == "early_stopped" or last:
                     self.metrics["status"] = verdict or "finished"
                 self._write_metrics(metrics_path)
-                if ev or last:
+                if ev or last or do_save or not self.has_val:  # without validation: at every entry
                     self.save("last.pt")
                 notified = (self.step, self.metrics["status"])
                 self.notify()
