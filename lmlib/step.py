@@ -38,6 +38,20 @@ from lmlib.runtime import Precision
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def dropout_seeds(seed: int, step: int, micro_per_step: int, rank: int, grad_accum: int) -> list[int] | None:
+    """Seeds of one process's micro-batches' dropout masks, when a step is split.
+
+    One per global micro-batch, from (seed, step, index), so the masks do not depend on
+    how the global batch is split over accumulation and processes: K processes with
+    accumulation A draw the masks one process with accumulation K*A draws. None (the
+    process's own random stream, as in a plain PyTorch loop) for a step of one micro-batch.
+    """
+    if micro_per_step == 1:
+        return None
+    first = (seed * 1_000_003 + step * micro_per_step) % 2**62
+    return [first + g for g in range(rank * grad_accum, (rank + 1) * grad_accum)]
+
+
 @dataclass
 class StepOutcome:
     loss: torch.Tensor  # mean loss over the micro-batches, on the device

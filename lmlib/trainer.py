@@ -17,18 +17,12 @@ however the run ends (finished, early stop, divergence, Ctrl-C, a callback's
 Under `torchrun` each process trains on its share of every step's batch: between
 them, K processes with `grad_accum` A draw exactly the windows one process with
 accumulation K*A draws, so the result depends on the global batch, not on how it is
-split. With dropout, a step that is split into micro-batches (accumulation, or
-several processes) draws each micro-batch's dropout masks from its own seed (run
-seed, step, micro-batch), so those masks too depend only on the global batch; a
-step of one micro-batch draws them from the process's random stream, as a plain
-PyTorch loop does. Only rank 0 writes files; every rank's random state is saved in
-`last.pt`, so a resumed run, one process or several, makes the same updates.
+split (dropout masks included: `lmlib.step.dropout_seeds`). Only rank 0 writes
+files; every rank's random state is saved in `last.pt` (`lmlib.trainstate`).
 
-Where the run executes (device, number format, processes, finite checks, TF32) is
-one `lmlib.runtime.Runtime`, built from the config's device/dtype/finite_check/tf32
-settings unless one is handed in. A step that is not finite ends the run as
-`diverged` on every device: checked each step (the CPU's default), or counted on the
-device and checked at logging steps (`finite_check="deferred"`, CUDA's default).
+Where it runs is one `lmlib.runtime.Runtime` (from the config, unless handed in). A
+step that is not finite ends the run as `diverged` on every device, checked each step
+or, deferred (CUDA's default), counted on the device and read at logging steps.
 """
 
 from __future__ import annotations
@@ -51,7 +45,8 @@ from lmlib.metrics import FILENAME, new_metrics, write_metrics
 from lmlib.model import GPT, GPTConfig, check_compatible
 from lmlib.optim import build_optimizer, lr_at
 from lmlib.runtime import Distributed, Runtime, pick_device, to_device
-from lmlib.step import StepOutcome, train_step
+from lmlib.step import StepOutcome, dropout_seeds, train_step
+from lmlib.trainstate import NonFiniteSteps, check_same_run, rng_state, set_rng_state
 
 __all__ = ["Callback", "StopTraining", "TrainConfig", "TrainResult", "Trainer", "pick_device"]
 
@@ -121,7 +116,7 @@ class Trainer:
         self.accum = [0.0, 0]  # training-loss sum and count since the last entry
         # Non-finite steps since the run began: count, first and last step (0: none), on
         # the device, so the deferred policy never waits for it between logging steps.
-        self.nonfinite = torch.zeros(3, dtype=torch.int64, device=self.device)
+        self.nonfinite = NonFiniteSteps(self.device)
         self._rng_ranks: list[dict] | None = None
         self._mid_step = False
         self.metrics = new_metrics(self.run_config())
@@ -154,57 +149,27 @@ class Trainer:
         }
 
     def state_dict(self) -> dict:
+        d = self.data
         return {
-            "model_config": self.model_config.to_dict(),
-            "train_config": asdict(self.config),
-            "world_size": self.dist.world_size,
-            "tokenizer": self.data.tokenizer.to_dict(),
-            "data_name": self.data.name,
-            "data_train_tokens": len(self.data.train),
-            "data_val_tokens": len(self.data.val),
+            "model_config": self.model_config.to_dict(), "train_config": asdict(self.config),
+            "world_size": self.dist.world_size, "tokenizer": d.tokenizer.to_dict(), "data_name": d.name,
+            "data_train_tokens": len(d.train), "data_val_tokens": len(d.val),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else {},
-            "step": self.step,
-            "best_val_loss": self.best_val_loss,
-            "bad_evals": self.bad_evals,
+            "step": self.step, "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
             "accum": list(self.accum),
             "rng_torch": torch.get_rng_state(),
             "rng_data": self.data_rng.get_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rng_ranks": self._rng_ranks or [self._rng_state()],  # each process's own streams
+            "rng_ranks": self._rng_ranks or [rng_state(self.device)],  # each process's own streams
             "metrics": json.dumps(self.metrics),
         }
-
-    def _rng_state(self) -> dict:
-        """This process's random streams: the CPU's and its device's (dropout masks)."""
-        state = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        elif self.device.type == "mps":
-            state["mps"] = torch.mps.get_rng_state()
-        return state
-
-    def _set_rng_state(self, s: dict) -> None:
-        ranks = s.get("rng_ranks") or []
-        if len(ranks) == self.dist.world_size:  # the same processes: each continues its own streams
-            mine = ranks[self.dist.rank]
-            torch.set_rng_state(mine["cpu"].cpu())
-            if "cuda" in mine and self.device.type == "cuda":
-                torch.cuda.set_rng_state(mine["cuda"].cpu(), self.device)
-            if "mps" in mine and self.device.type == "mps":
-                torch.mps.set_rng_state(mine["mps"].cpu())
-            return
-        # Another number of processes: rank 0 continues rank 0's stream, the others keep their own.
-        if self.dist.rank == 0:
-            torch.set_rng_state(s["rng_torch"].cpu())
-        if s["rng_cuda"] and torch.cuda.is_available() and len(s["rng_cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([t.cpu() for t in s["rng_cuda"]])
 
     def save(self, name: str) -> None:
         if not self.config.save_checkpoints:
             return
-        self._rng_ranks = self.dist.gather(self._rng_state()) if self.dist.enabled else None  # every rank joins
+        self._rng_ranks = self.dist.gather(rng_state(self.device)) if self.dist.enabled else None  # every rank joins
         if self.dist.is_main:
             save_checkpoint(self.out_dir / name, self.state_dict())
         self._rng_ranks = None
@@ -219,15 +184,8 @@ class Trainer:
         """
         path = Path(path) if path else self.out_dir / "last.pt"
         s = load_checkpoint(path, map_location=self.device)
-        if s["tokenizer"] != self.data.tokenizer.to_dict():
-            raise LmlibError(f"checkpoint {path} was trained with a different tokenizer/vocabulary; resume on the same data")
-        if s["model_config"] != self.model_config.to_dict():
-            diff = {k: v for k, v in s["model_config"].items() if self.model_config.to_dict().get(k) != v}
-            raise LmlibError(f"checkpoint {path} was trained with a different model ({diff}); use the same settings to resume")
-        for key, now in (("data_train_tokens", len(self.data.train)), ("data_val_tokens", len(self.data.val))):
-            if key in s and s[key] != now:
-                raise LmlibError(f"cannot resume: the checkpoint's data had {s[key]} {key[5:].replace('_', ' ')},"
-                                 f" this data has {now}; resume on the same data and split")
+        check_same_run(s, path, self.model_config.to_dict(), self.data.tokenizer.to_dict(),
+                       len(self.data.train), len(self.data.val))
         saved = s["train_config"]
         saved.setdefault("schedule_steps", saved["max_steps"])  # checkpoints from before it existed
         # Defaults that depend on the run's length are the saved run's, not recomputed.
@@ -244,7 +202,7 @@ class Trainer:
             self.precision.scaler.load_state_dict(s["scaler"])
         self.step, self.best_val_loss, self.bad_evals = s["step"], s["best_val_loss"], s["bad_evals"]
         self.accum = list(s["accum"])
-        self._set_rng_state(s)
+        set_rng_state(s, self.device, self.dist)
         self.data_rng.set_state(s["rng_data"].cpu())
         self.metrics = json.loads(s["metrics"])
         self.metrics["status"] = "running"
@@ -271,19 +229,6 @@ class Trainer:
                 x, y = D.windows_to_batch(self.data.train, starts, T)
                 batches.append((to_device(x, self.device), to_device(y, self.device)))
         return batches
-
-    def dropout_seeds(self, step: int) -> list[int] | None:
-        """Seeds of this process's micro-batches' dropout masks, when a step is split.
-
-        One per global micro-batch, from (seed, step, index): the masks do not depend
-        on how the global batch is split over accumulation and processes. None (the
-        process's own stream) without dropout or with one micro-batch per step.
-        """
-        if self.model_config.dropout == 0 or self.micro_per_step == 1:
-            return None
-        first = (self.config.seed * 1_000_003 + step * self.micro_per_step) % 2**62
-        A = self.config.grad_accum
-        return [first + g for g in range(self.dist.rank * A, (self.dist.rank + 1) * A)]
 
     def evaluate(self) -> dict:
         """Validation loss, sharded over the processes (one number for all of them)."""
@@ -334,25 +279,6 @@ class Trainer:
         if self.dist.any(raised is not None, self.device):
             raise raised or StopTraining(f"stopped by a callback on another process at step {self.step}")
 
-    def _count_nonfinite(self, outcome: StepOutcome, step: int) -> None:
-        """Add this step to the device-side count of non-finite steps (no host sync)."""
-        bad = (~outcome.finite).long()
-        at = bad * (step + 1)
-        n = self.nonfinite
-        n[0] += bad
-        n[1] = torch.where(n[1] == 0, at, n[1])
-        n[2] = torch.maximum(n[2], at)
-
-    def _nonfinite_everywhere(self) -> tuple[int, int, int]:
-        """(count, first step, last step) of the non-finite steps on all processes (a host sync)."""
-        n = self.nonfinite.double()
-        count = self.dist.all_reduce_(n[:1].clone(), "sum")
-        big = float(2**52)  # first step: the smallest non-zero, as a max of its negation
-        first = self.dist.all_reduce_(torch.where(n[1:2] > 0, -n[1:2], torch.full_like(n[1:2], -big)), "max")
-        last = self.dist.all_reduce_(n[2:3].clone(), "max")
-        c, f, la = int(count.item()), -first.item(), int(last.item())
-        return c, (int(f) if f < big else 0), la
-
     # ---- the loop ----------------------------------------------------------------
     def fit(self, resume: bool | str | Path = False, extend: bool = False) -> TrainResult:
         """Train to the end (or resume and continue); the runtime's switches hold only meanwhile."""
@@ -382,28 +308,14 @@ class Trainer:
                 self._mid_step = True  # a Ctrl-C from here until the step is counted must not save
                 outcome = train_step(self.forward, self.model, self.optimizer, self.micro_batches(step),
                                      lr=lr, grad_clip=c.grad_clip, precision=self.precision, no_sync=self.no_sync,
-                                     deferred=not sync_every_step, seeds=self.dropout_seeds(step))
+                                     deferred=not sync_every_step, seeds=self._dropout_seeds(step))
                 last = step + 1 == c.max_steps
                 do_eval = self.has_val and ((step + 1) % c.eval_interval == 0 or last)
                 do_save = c.save_interval is not None and (step + 1) % c.save_interval == 0
                 do_log = (step + 1) % c.log_interval == 0 or do_eval or last or do_save
-                if sync_every_step:
-                    if not self._finite_everywhere(outcome):
-                        self.metrics["nonfinite"] = {"steps": 1, "first_step": step + 1, "last_step": step + 1}
-                        status = "diverged"
-                        message = (f"the loss or the gradient became infinite or NaN at step {step + 1} (learning"
-                                   f" rate {lr:.3g}): lower the learning rate; the last good checkpoint is kept")
-                        break
-                else:
-                    self._count_nonfinite(outcome, step)
-                    if do_log and (bad := self._nonfinite_everywhere())[0]:
-                        n, first, last_bad = bad
-                        self.metrics["nonfinite"] = {"steps": n, "first_step": first, "last_step": last_bad}
-                        status = "diverged"
-                        message = (f"{n} step(s) had an infinite or NaN loss or gradient, between steps {first} and"
-                                   f" {last_bad} (their updates were skipped; checked at step {step + 1}): lower the"
-                                   " learning rate; the last good checkpoint is kept")
-                        break
+                if (message := self._diverged(outcome, step + 1, do_log, lr)) is not None:
+                    status = "diverged"
+                    break
                 self.step += 1
                 self.accum[0] += outcome.loss.item() if sync_every_step else outcome.loss.double()
                 self.accum[1] += 1
@@ -457,10 +369,30 @@ class Trainer:
         return TrainResult(status, self.step, self.metrics, self.best_val_loss, message, self.out_dir, self.model)
 
     # ---- helpers -----------------------------------------------------------------
-    def _finite_everywhere(self, outcome: StepOutcome) -> bool:
-        """Whether this step was finite on every process (a NaN on one rank stops all)."""
-        ok = float(bool(outcome.finite))
-        return self.dist.all_reduce_sum([ok], self.device)[0] == self.dist.world_size
+    def _dropout_seeds(self, step: int) -> list[int] | None:
+        if self.model_config.dropout == 0:
+            return None
+        return dropout_seeds(self.config.seed, step, self.micro_per_step, self.dist.rank, self.config.grad_accum)
+
+    def _diverged(self, outcome: StepOutcome, step: int, check_now: bool, lr: float) -> str | None:
+        """The message that ends the run if a step was not finite on any process, else None.
+
+        Every-step policy: this step, read now. Deferred: counted on the device, read
+        (all-reduced) only when `check_now`, at the entry steps.
+        """
+        if not self.runtime.deferred:
+            if self.dist.all_reduce_sum([float(bool(outcome.finite))], self.device)[0] == self.dist.world_size:
+                return None
+            n, first, last = 1, step, step
+        else:
+            self.nonfinite.add(outcome.finite, step)
+            if not check_now or (found := self.nonfinite.read(self.dist))[0] == 0:
+                return None
+            n, first, last = found
+        self.metrics["nonfinite"] = {"steps": n, "first_step": first, "last_step": last}
+        when = f"at step {first}" if n == 1 else f"in {n} steps between steps {first} and {last}"
+        return (f"the loss or the gradient became infinite or NaN {when} (learning rate {lr:.3g} at step {step};"
+                " such updates are skipped): lower the learning rate; the last good checkpoint is kept")
 
     def _finish(self, metrics_path: Path, status: str, save: bool) -> None:
         """Record how the run ended; a stopped run also saves its final state to last.pt."""

@@ -114,7 +114,7 @@ def test_a_nan_between_two_checks_ends_the_run_as_diverged(tmp_path, optimizer):
     r = tr.fit()
     assert r.status == "diverged" and r.steps == 29  # found at the check after step 30
     assert r.metrics["nonfinite"] == {"steps": 1, "first_step": 25, "last_step": 25}
-    assert "between steps 25 and 25" in r.message
+    assert "infinite or NaN at step 25" in r.message
     assert (tmp_path / "last.pt").read_bytes() == saved[20]  # the last good checkpoint, byte for byte
     assert all(torch.isfinite(p).all() for p in load_checkpoint(tmp_path / "last.pt")["model"].values())
     assert all(torch.isfinite(p).all() for p in r.model.parameters())  # the NaN never reached the weights
