@@ -12,8 +12,8 @@ book:  ## build the HTML book into _build/html (renders stored outputs, never ex
 test:  ## library tests, every chapter re-executed by nbval, book build + browser check
 	$(PYTHON) -m pytest --nbval
 
-test-fast:  ## the library tests only: no chapters, no book build, no benchmark scripts (about 2 minutes)
-	$(PYTHON) -m pytest tests -q -m "not book and not bench"
+test-fast:  ## the library tests only: no chapters, book build, benchmark scripts or slow tests (torch.compile)
+	$(PYTHON) -m pytest tests -q -m "not book and not bench and not slow"
 
 bench:  ## the benchmark scripts at tiny settings (also part of `make test`)
 	$(PYTHON) -m pytest tests/test_bench.py -q -m bench

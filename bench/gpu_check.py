@@ -66,8 +66,11 @@ def check(results: dict, name: str, fn, only: set[str]) -> None:
     print(f"{name:12s} {'PASS' if results[name]['ok'] else 'FAIL'}  {json.dumps(results[name])[:300]}", flush=True)
 
 
+STEPS = {"n": 200}  # 60 in a dry run: CPU fp16 autocast is slow, and the dry run checks the script
+
+
 def tiny_run(data, out, **kw):
-    return train(data, out_dir=str(out), plots=False, **{**TINY, "max_steps": 200, **kw})
+    return train(data, out_dir=str(out), plots=False, **{**TINY, "max_steps": STEPS["n"], **kw})
 
 
 def learned(result) -> dict:
@@ -99,6 +102,7 @@ def main() -> int:
     if not cuda and not a.dry_run:
         print("no CUDA GPU here: run with --dry-run to check the script on the CPU", file=sys.stderr)
         return 2
+    STEPS["n"] = 200 if cuda else 60
     data = load_data("synthetic", n_tokens=200_000)
     tmp = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     torch.manual_seed(0)
@@ -112,9 +116,10 @@ def main() -> int:
     check(results, "fp16", lambda: learned(tiny_run(data, tmp / "fp16", device=device, dtype="float16")), only)
 
     def resume():
-        stop = lambda m: m["steps"][-1] == 100 and (_ for _ in ()).throw(StopTraining("half"))  # noqa: E731
+        halfway = STEPS["n"] // 2
+        stop = lambda m: m["steps"][-1] == halfway and (_ for _ in ()).throw(StopTraining("half"))  # noqa: E731
         half = tiny_run(data, tmp / "resume", device=device, dtype="float16", callbacks=[stop])
-        assert half.status == "stopped" and half.steps == 100
+        assert half.status == "stopped" and half.steps == halfway
         return learned(tiny_run(data, tmp / "resume", device=device, dtype="float16", resume=True))
 
     check(results, "resume", resume, only)
