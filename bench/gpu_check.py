@@ -166,7 +166,7 @@ def syncs(data, out) -> dict:
 
 
 def compiled(data, out, device) -> dict:
-    r = tiny_run(data, out, device=device, compile=True, max_steps=100)
+    r = tiny_run(data, out, device=device, compile=True, max_steps=STEPS["n"] // 2)
     assert r.metrics["config"]["runtime"]["compiled"] is True
     return {"status": r.status, "last_loss": round(r.metrics["train_loss"][-1], 3)}
 
