@@ -36,6 +36,8 @@ collect_ignore_glob = [
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "book: builds the book or drives a browser (deselect with -m 'not book')")
+    config.addinivalue_line("markers", "bench: runs the benchmark scripts at tiny settings (deselect with -m 'not bench')")
+    config.addinivalue_line("markers", "slow: a slower CPU test, e.g. torch.compile (deselect with -m 'not slow')")
     option = config.option
     if not (getattr(option, "nbval", False) or getattr(option, "nbval_lax", False)):
         return

@@ -1,15 +1,19 @@
 """What lmlib does on a CUDA GPU, checked and measured in one short run (see gpu_check.sh).
 
 Checks (each PASS/FAIL with its figures; a failure does not stop the others):
-  bf16 / fp16  the automatic precision (bf16 where the card supports it) and fp16 with a
-               gradient scaler both train, and the metrics say which ran;
+  auto / fp16  the automatic precision (bf16 from compute capability 8.0, else fp16 with a
+               gradient scaler: lmlib.runtime.precision_dtype) and fp16 with a gradient
+               scaler both train, and the metrics say which ran (the CPU dry run trains
+               fp16 through CPU autocast and GradScaler("cpu"));
   resume       an fp16 run stopped halfway resumes (scaler state included) and finishes;
-  diverged     a NaN gradient on the GPU is caught without a host sync per step: the run
-               ends as diverged and the weights stay finite;
+  diverged     a NaN gradient at step 25 (entries every 10 steps) is caught by the deferred
+               finite check (no host sync per step): the run ends as diverged, the metrics
+               name step 25, and the weights stay finite;
   syncs        host synchronisations per training step (torch's sync debug mode);
   compile      torch.compile is honoured and recorded;
-  nccl         DistributedDataParallel over NCCL: 2 processes on 2 GPUs where there are 2,
-               else NCCL initialised and an all-reduce in one process.
+  nccl         DistributedDataParallel over NCCL with gradient accumulation 2: 2 processes
+               on 2 GPUs where there are 2, else NCCL initialised and an all-reduce in one
+               process.
 Measures:
   throughput   tokens/s of lmlib's trainer and of the plain loop (bench/plain_loop.py with
                nanoGPT's GPU habits), alternated, on nanoGPT's GPU model (6x384, context 256,
@@ -42,6 +46,7 @@ import torch  # noqa: E402
 import lmlib  # noqa: E402
 from lmlib.model import GPTConfig  # noqa: E402
 from lmlib.run import PRESETS, load_data, split_overrides, train  # noqa: E402
+from lmlib.runtime import precision_dtype  # noqa: E402
 from lmlib.trainer import StopTraining, TrainConfig, Trainer  # noqa: E402
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=64, batch_size=16, eval_interval=50, eval_batches=4,
@@ -61,8 +66,11 @@ def check(results: dict, name: str, fn, only: set[str]) -> None:
     print(f"{name:12s} {'PASS' if results[name]['ok'] else 'FAIL'}  {json.dumps(results[name])[:300]}", flush=True)
 
 
+STEPS = {"n": 200}  # 60 in a dry run: CPU fp16 autocast is slow, and the dry run checks the script
+
+
 def tiny_run(data, out, **kw):
-    return train(data, out_dir=str(out), plots=False, **{**TINY, "max_steps": 200, **kw})
+    return train(data, out_dir=str(out), plots=False, **{**TINY, "max_steps": STEPS["n"], **kw})
 
 
 def learned(result) -> dict:
@@ -85,28 +93,36 @@ def main() -> int:
     only = set(a.only or ())
     cuda = torch.cuda.is_available() and not a.dry_run
     device = "cuda" if cuda else "cpu"
+    capability = torch.cuda.get_device_capability() if cuda else None
     results: dict = {"torch": torch.__version__, "lmlib": lmlib.__version__, "device": device,
                      "gpu": torch.cuda.get_device_name() if cuda else None,
                      "gpus": torch.cuda.device_count() if cuda else 0,
-                     "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported())}
+                     "capability": list(capability) if capability else None,
+                     "dtype_auto": precision_dtype("auto", device, capability)}
     if not cuda and not a.dry_run:
         print("no CUDA GPU here: run with --dry-run to check the script on the CPU", file=sys.stderr)
         return 2
+    STEPS["n"] = 200 if cuda else 60
     data = load_data("synthetic", n_tokens=200_000)
     tmp = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     torch.manual_seed(0)
 
-    check(results, "bf16", lambda: learned(tiny_run(data, tmp / "auto", device=device)), only)
-    if cuda:
-        check(results, "fp16", lambda: learned(tiny_run(data, tmp / "fp16", device=device, dtype="float16")), only)
+    def auto():
+        figures = learned(tiny_run(data, tmp / "auto", device=device))
+        assert figures["dtype"] == results["dtype_auto"], figures
+        return figures
 
-        def resume():
-            stop = lambda m: m["steps"][-1] == 100 and (_ for _ in ()).throw(StopTraining("half"))  # noqa: E731
-            half = tiny_run(data, tmp / "resume", device=device, dtype="float16", callbacks=[stop])
-            assert half.status == "stopped" and half.steps == 100
-            return learned(tiny_run(data, tmp / "resume", device=device, dtype="float16", resume=True))
+    check(results, "auto", auto, only)
+    check(results, "fp16", lambda: learned(tiny_run(data, tmp / "fp16", device=device, dtype="float16")), only)
 
-        check(results, "resume", resume, only)
+    def resume():
+        halfway = STEPS["n"] // 2
+        stop = lambda m: m["steps"][-1] == halfway and (_ for _ in ()).throw(StopTraining("half"))  # noqa: E731
+        half = tiny_run(data, tmp / "resume", device=device, dtype="float16", callbacks=[stop])
+        assert half.status == "stopped" and half.steps == halfway
+        return learned(tiny_run(data, tmp / "resume", device=device, dtype="float16", resume=True))
+
+    check(results, "resume", resume, only)
     check(results, "diverged", lambda: diverged(data, tmp / "nan", device), only)
     if cuda:
         check(results, "syncs", lambda: syncs(data, tmp / "syncs"), only)
@@ -121,15 +137,16 @@ def main() -> int:
 
 
 def diverged(data, out, device) -> dict:
-    model_kw, train_kw = split_overrides({**TINY, "max_steps": 60, "device": device})
+    model_kw, train_kw = split_overrides({**TINY, "max_steps": 60, "device": device, "finite_check": "deferred"})
     trainer = Trainer(GPTConfig(vocab_size=data.vocab_size, **model_kw), data, TrainConfig(out_dir=str(out), **train_kw))
     seen = []
     trainer.model.lm_head.weight.register_hook(
         lambda g: (seen.append(1), g * math.nan if len(seen) == 25 else g)[1])
     r = trainer.fit()
     assert r.status == "diverged" and r.steps < 60, (r.status, r.steps)
+    assert r.metrics["nonfinite"]["first_step"] == 25, r.metrics.get("nonfinite")
     assert all(torch.isfinite(t).all() for t in r.model.state_dict().values())
-    return {"stopped_at": r.steps}
+    return {"stopped_at": r.steps, "nonfinite": r.metrics["nonfinite"]}
 
 
 def syncs(data, out) -> dict:
@@ -149,7 +166,7 @@ def syncs(data, out) -> dict:
 
 
 def compiled(data, out, device) -> dict:
-    r = tiny_run(data, out, device=device, compile=True, max_steps=100)
+    r = tiny_run(data, out, device=device, compile=True, max_steps=STEPS["n"] // 2)
     assert r.metrics["config"]["runtime"]["compiled"] is True
     return {"status": r.status, "last_loss": round(r.metrics["train_loss"][-1], 3)}
 
@@ -159,12 +176,13 @@ def nccl(out) -> dict:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lmlib",
                "train", "synthetic", "--out-dir", str(out), "--max-steps", "100", "--device", "cuda",
-               "--block-size", "32", "--n-layer", "2", "--n-embd", "64", "--n-head", "2", "--no-progress"]
+               "--block-size", "32", "--n-layer", "2", "--n-embd", "64", "--n-head", "2", "--no-progress",
+               "--grad-accum", "2"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr[-1500:]
         runtime = json.loads((out / "training_metrics.json").read_text())["config"]["runtime"]
-        assert runtime["world_size"] == 2
-        return {"processes": 2, "status": "finished"}
+        assert runtime["world_size"] == 2 and runtime["grad_accum"] == 2
+        return {"processes": 2, "grad_accum": 2, "status": "finished", "dtype": runtime["dtype"]}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1")
     torch.distributed.init_process_group("nccl")
     try:
@@ -189,7 +207,8 @@ def throughput(a, device, cuda) -> dict:
     warm = steps // 5
     train_kw["warmup_steps"] = min(train_kw["warmup_steps"], warm)
     T, B = cfg.block_size, train_kw["batch_size"]
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+    dtype = torch.bfloat16 if cuda and precision_dtype("auto", "cuda", torch.cuda.get_device_capability()) == "bfloat16" \
+        else None  # the plain loop has no gradient scaler: fp32 on cards without native bf16
 
     def timed_lmlib() -> float:
         marks = {}
@@ -226,7 +245,8 @@ def throughput(a, device, cuda) -> dict:
     flops_per_token = 6 * n_params + 12 * cfg.n_layer * cfg.n_embd * T
     peak = matmul_peak(device, dtype or torch.float32)
     best = {k: max(v) for k, v in rates.items()}
-    return {"tokens_per_s": {k: round(v) for k, v in best.items()}, "ratio": round(best["lmlib"] / best["plain"], 3),
+    return {"device": device, "dtype": str(dtype or torch.float32).removeprefix("torch."),
+            "tokens_per_s": {k: round(v) for k, v in best.items()}, "ratio": round(best["lmlib"] / best["plain"], 3),
             "matmul_peak_tflops": round(peak / 1e12, 1), "mfu": round(best["lmlib"] * flops_per_token / peak, 3),
             "model": f"{cfg.n_layer}x{cfg.n_embd}, context {T}, batch {B}", "steps": steps}
 

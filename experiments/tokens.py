@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     equal_time = round(STEPS * per_step["char"] / per_step["bpe"])
     runs += [dict(one_run(data["bpe"], "bpe", s, equal_time), equal_time=True) for s in SEEDS]
     meta = {
-        "preset": PRESET, "model": {k: v for k, v in lmlib.PRESETS[PRESET].items() if k in lmlib.run.MODEL_KEYS},
+        "preset": PRESET, "model": {k: v for k, v in lmlib.PRESETS[PRESET].items() if k in lmlib.model.MODEL_KEYS},
         "steps": STEPS, "bpe_steps_equal_time": equal_time, "seeds": SEEDS, "bpe_vocab_size": VOCAB,
         "data_sha256": TINY_SHAKESPEARE_SHA256, "data_bytes": len(text.encode()),
         "val_bytes": len(data["char"].tokenizer.decode(data["char"].val).encode()),

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lmlib.errors import LmlibError
-from lmlib.fsutil import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
+from lmlib.fsutil import atomic_write
 
 FORMAT = "lmlib-checkpoint"
 VERSION = 1

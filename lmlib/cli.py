@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import re
 import sys
 from dataclasses import MISSING, fields
@@ -26,7 +25,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Dataclass fields whose values form a closed set: their flags take as `choices` the
 # tuple of that name in the dataclass's module (where the library checks them too).
-_FIELD_CHOICES = {"schedule": "SCHEDULES", "optimizer": "OPTIMIZERS", "dtype": "DTYPES"}
+_FIELD_CHOICES = {"schedule": "SCHEDULES", "optimizer": "OPTIMIZERS", "dtype": "DTYPES", "finite_check": "FINITE_CHECKS"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -222,18 +221,11 @@ def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
     _device_argument(e)
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def _prepare_data(a: argparse.Namespace):
+    """The dataset the flags name: downloaded, tokenized (and the tokenizer trained) as needed."""
     from lmlib import data as D
-    from lmlib.model import GPTConfig
-    from lmlib.run import PRESETS, load_data, train
-    from lmlib.trainer import TrainConfig
+    from lmlib.run import PRESETS, load_data
 
-    if a.extend and not a.resume:
-        raise LmlibError("--extend continues a finished run: use it together with --resume")
-    if resolve_device(a.device or "auto").type == "cpu":  # (and refuse an unavailable device before any work)
-        from lmlib.runtime import keep_freed_memory
-
-        keep_freed_memory()  # faster CPU steps; the library leaves the process's allocator alone, the CLI tunes it
     val_fraction = a.val_fraction
     if val_fraction is None:
         val_fraction = PRESETS.get(a.preset or "", {}).get("val_fraction", D.DEFAULT_VAL_FRACTION)
@@ -243,18 +235,54 @@ def cmd_train(a: argparse.Namespace) -> int:
             from lmlib.download import download_tiny_shakespeare
 
             source = str(download_tiny_shakespeare())
-        data = D.prepare_text(source, kind="bpe", vocab_size=a.vocab_size, val_fraction=val_fraction)
-    else:
-        if a.vocab_size is not None:
-            raise LmlibError("--vocab-size sets a bpe tokenizer's size: use it with --tokenizer bpe and a text file")
-        data = load_data(a.data, tokenizer=a.tokenizer, n_tokens=a.n_tokens, seed=a.data_seed,
-                         val_fraction=val_fraction, holdout=a.holdout)
-    keys = ({f.name for f in fields(GPTConfig)} - {"vocab_size"}) | {f.name for f in fields(TrainConfig)}
-    settings = {k: v for k, v in vars(a).items() if k in keys and v is not None}
-    if a.extend:
-        settings["extend"] = True
-    result = train(data, preset=a.preset, resume=a.resume, **settings)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports (and writes)
+        return D.prepare_text(source, kind="bpe", vocab_size=a.vocab_size, val_fraction=val_fraction)
+    if a.vocab_size is not None:
+        raise LmlibError("--vocab-size sets a bpe tokenizer's size: use it with --tokenizer bpe and a text file")
+    return load_data(a.data, tokenizer=a.tokenizer, n_tokens=a.n_tokens, seed=a.data_seed,
+                     val_fraction=val_fraction, holdout=a.holdout)
+
+
+def _prepare_data_once(a: argparse.Namespace, dist):
+    """Under torchrun, rank 0 downloads, tokenizes and trains the tokenizer while the
+    others wait; they then read its cached files (same folder: one machine, or a shared
+    filesystem). A failure on rank 0 ends every rank with its message."""
+    if not dist.enabled:
+        return _prepare_data(a)
+    error, data = None, None
+    if dist.is_main:
+        try:
+            data = _prepare_data(a)
+        except LmlibError as e:
+            error = str(e)
+    errors = dist.gather(error)  # doubles as the barrier
+    if errors[0] is not None:
+        raise LmlibError(errors[0] if dist.is_main else "rank 0 could not prepare the data (see its message)")
+    return data if dist.is_main else _prepare_data(a)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from lmlib.model import GPTConfig
+    from lmlib.run import train
+    from lmlib.runtime import init_distributed
+    from lmlib.trainer import TrainConfig
+
+    if a.extend and not a.resume:
+        raise LmlibError("--extend continues a finished run: use it together with --resume")
+    if resolve_device(a.device or "auto").type == "cpu":  # (and refuse an unavailable device before any work)
+        from lmlib.runtime import keep_freed_memory
+
+        keep_freed_memory()  # faster CPU steps; the library leaves the process's allocator alone, the CLI tunes it
+    dist = init_distributed(a.device or "auto")  # join the torchrun job (if any) before preparing data
+    try:
+        data = _prepare_data_once(a, dist)
+        keys = ({f.name for f in fields(GPTConfig)} - {"vocab_size"}) | {f.name for f in fields(TrainConfig)}
+        settings = {k: v for k, v in vars(a).items() if k in keys and v is not None}
+        if a.extend:
+            settings["extend"] = True
+        result = train(data, preset=a.preset, resume=a.resume, **settings)
+    finally:
+        dist.close()
+    if not dist.is_main:  # under torchrun only rank 0 reports (and writes)
         return 1 if result.status == "diverged" else 0
     out = result.out_dir
     print(f"{result.status} after {result.steps} steps; artifacts in {out}/:"
@@ -298,6 +326,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from lmlib import data as D
     from lmlib.checkpoint import load_model
     from lmlib.evaluate import estimate_loss
+    from lmlib.tokenfile import load_token_file, tokenize_file
 
     model, tok, state = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
     if a.data == "synthetic-chat":  # a fine-tuned model against the answer key
@@ -315,7 +344,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.data:
         path = Path(a.data)
         if path.suffix in (".bin", ".json"):
-            tf = D.load_token_file(path)
+            tf = load_token_file(path)
             if tf.tokenizer.to_dict() != tok.to_dict():
                 raise LmlibError(f"{path} was tokenized with a {tf.tokenizer.kind} tokenizer of {tf.tokenizer.vocab_size} "
                                  f"tokens, not the model's ({tok.kind}, {tok.vocab_size} tokens): pass the text file "
@@ -325,7 +354,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
-                tf = D.tokenize_file(path, Path(tmp) / "eval", tokenizer=tok)
+                tf = tokenize_file(path, Path(tmp) / "eval", tokenizer=tok)
                 tokens, meta = np.array(tf.tokens), tf.meta
     elif state.get("data_name", "").startswith("synthetic"):
         raise LmlibError("pass --data: the synthetic corpus settings are not stored in the checkpoint")

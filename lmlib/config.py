@@ -18,6 +18,7 @@ from lmlib.errors import LmlibError
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adamw-scratch", "sgd", "muon")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+FINITE_CHECKS = ("auto", "every-step", "deferred")
 
 #: Settings a resumed run must share with the checkpoint it continues. The others
 #: only say where and how it runs (device, out_dir, progress, ...), or, like
@@ -50,10 +51,13 @@ class TrainConfig:
     eval_interval: int = 100  # validate every N steps (and after the last)
     eval_batches: int | None = 10  # batches per validation; None = the whole split
     log_interval: int = 10  # one metrics entry per N steps
+    save_interval: int | None = None  # also write last.pt every N steps (runs without validation: every log step)
     patience: int | None = None  # stop after N validations without improvement
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto (CUDA: bf16 where supported, else fp16) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (CUDA: bf16 from compute capability 8.0, else fp16; elsewhere fp32) | float32 | bfloat16 | float16
+    tf32: bool | None = None  # TF32 matmuls on CUDA (default: only with dtype auto); restored when the run ends
+    finite_check: str = "auto"  # auto (CPU/MPS: every-step, CUDA: deferred) | every-step | deferred
     compile: bool = False  # torch.compile the model (any device; reported in the metrics)
     save_checkpoints: bool = True
     progress: bool = True  # tqdm bar
@@ -64,7 +68,8 @@ class TrainConfig:
             if not ok:
                 raise LmlibError(message)
 
-        for name in ("max_steps", "epochs", "warmup_steps", "schedule_steps", "patience", "eval_batches"):
+        for name in ("max_steps", "epochs", "warmup_steps", "schedule_steps", "patience", "eval_batches",
+                     "save_interval"):
             value = getattr(self, name)
             need(value is None or (isinstance(value, int) and not isinstance(value, bool)),
                  f"{name} must be a whole number, got {value!r}")
@@ -92,6 +97,11 @@ class TrainConfig:
         need(self.eval_batches is None or self.eval_batches > 0,
              f"eval_batches must be positive (or None for the whole split), got {self.eval_batches}")
         need(self.patience is None or self.patience > 0, f"patience must be positive, got {self.patience}")
+        need(self.save_interval is None or self.save_interval > 0,
+             f"save_interval must be positive (or None), got {self.save_interval}")
+        need(self.finite_check in FINITE_CHECKS,
+             f"unknown finite_check {self.finite_check!r}: choose one of {', '.join(FINITE_CHECKS)}")
+        need(self.tf32 is None or isinstance(self.tf32, bool), f"tf32 must be True, False or None, got {self.tf32!r}")
         need(self.min_lr is None or (isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr),
              f"min_lr ({self.min_lr}) must be between 0 and lr ({self.lr})")
         need(self.warmup_steps is None or self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
@@ -131,8 +141,10 @@ def check_resumable(saved: dict, current: TrainConfig, *, extend: bool = False) 
     """
     now = asdict(current)
     for name in RUN_DEFINING:
-        if name == "schedule_steps" and extend:
-            continue  # compared below: extending keeps the saved horizon
+        if name == "schedule_steps" and extend and saved.get(name) != now[name]:
+            # The learning rate at every step follows from this horizon: a new one would jump.
+            raise LmlibError(f"cannot extend with schedule_steps {now[name]!r}: the run's schedule has"
+                             f" {saved[name]!r} steps and --extend keeps it; leave --schedule-steps out")
         if name in saved and saved[name] != now[name]:
             raise LmlibError(f"cannot resume: {name} was {saved[name]!r} in the checkpoint, now {now[name]!r};"
                              " use the run's settings (or start a new run in another --out-dir)")

@@ -23,20 +23,10 @@ import numpy as np
 
 from lmlib import tokenfile
 from lmlib.documents import documents_digest, is_documents
-from lmlib.download import default_cache_dir
 from lmlib.errors import LmlibError
-from lmlib.fsutil import sha256_file
+from lmlib.fsutil import default_cache_dir, sha256_file
 from lmlib.pretokenize import PATTERN
-from lmlib.tokenfile import (  # noqa: F401  (the token file format lived here: re-exported)
-    DEFAULT_CHUNK_BYTES,
-    FORMAT,
-    VERSION,
-    TokenFile,
-    _check_source,
-    _paths,
-    load_token_file,
-    tokenize_file,
-)
+from lmlib.tokenfile import _check_source, _paths, load_token_file, tokenize_file
 from lmlib.tokenizers import Tokenizer, tokenizer_class
 
 if TYPE_CHECKING:
@@ -47,16 +37,6 @@ if TYPE_CHECKING:
 #: Share of the tokens held out for validation when nothing else is said: the
 #: last fifth of the text (a preset may carry its own, e.g. nanoGPT's 0.1).
 DEFAULT_VAL_FRACTION = 0.2
-
-
-def __getattr__(name: str) -> Any:
-    # The synthetic dataset is built in lmlib.synthetic, which imports this module;
-    # its old home still answers, without importing it at import time (no cycle).
-    if name in ("synthetic_data", "DEFAULT_SYNTHETIC_TOKENS"):
-        from lmlib import synthetic
-
-        return getattr(synthetic, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -229,7 +209,8 @@ def _read_windows(tokens: np.memmap, starts: np.ndarray, n: int) -> np.ndarray:
     with open(tokens.filename, "rb", buffering=0) as f:
         for row, start in zip(out, starts):
             f.seek(tokens.offset + int(start) * item)
-            f.readinto(memoryview(row).cast("B"))
+            if f.readinto(memoryview(row).cast("B")) != row.nbytes:  # a file cut short since it was opened
+                raise LmlibError(f"{tokens.filename} is shorter than its token count: re-create the token file")
     return out
 
 

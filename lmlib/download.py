@@ -8,22 +8,15 @@ checked against the expected sha256 before it is moved into place (`lmlib.fsutil
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import BinaryIO
 
 from lmlib.errors import LmlibError
-from lmlib.fsutil import atomic_write, sha256_file
+from lmlib.fsutil import atomic_write, default_cache_dir, sha256_file
 
 DEFAULT_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # 1,115,394 bytes
 FILENAME = "tinyshakespeare.txt"
-
-
-def default_cache_dir() -> Path:
-    """``$LMLIB_CACHE`` or ``~/.cache/lmlib`` (read at call time, not import time)."""
-    env = os.environ.get("LMLIB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lmlib"
 
 
 def download_tiny_shakespeare(cache_dir: str | Path | None = None, url: str = DEFAULT_URL,

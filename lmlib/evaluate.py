@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from lmlib import data as D
 from lmlib.errors import LmlibError
 from lmlib.model import KVCache
+from lmlib.runtime import Runtime
 
 
 @contextmanager
@@ -40,7 +41,7 @@ def estimate_loss(
     block_size: int,
     max_batches: int | None = None,
     device: torch.device | str | None = None,
-    autocast=None,
+    runtime: Runtime | None = None,
     mask: np.ndarray | None = None,
 ) -> dict:
     """Mean loss, perplexity and next-token accuracy over non-overlapping windows.
@@ -48,22 +49,35 @@ def estimate_loss(
     With `max_batches=None` every window of the split is used (the "whole split"
     number); otherwise the first `max_batches` batches of an evenly spread,
     deterministic set, so successive validations are comparable. The batches go to
-    `device`, by default the one the model's weights are on. With a loss `mask`
-    (parallel to `tokens`), only the targets it marks count.
+    `device`, by default the one the model's weights are on.
+
+    With a `runtime` (`lmlib.runtime.Runtime`) the batches go to its device, under its
+    autocast; under torchrun each process scores every K-th batch and the sums and
+    counts are added over the processes, so K processes give one process's number
+    (up to the order of the additions) in 1/K of the time. With a loss `mask` (parallel to `tokens`), only the targets it marks count.
     """
-    if device is None:
+    dist = runtime.dist if runtime is not None else None
+    if runtime is not None:
+        device = runtime.device
+    elif device is None:
         device = next(model.parameters()).device
+    sharded = dist is not None and dist.enabled
     total_loss, correct, count = 0.0, 0, 0
     with eval_mode(model):
-        for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches, mask):
+        for i, (x, y) in enumerate(D.iter_eval_batches(tokens, batch_size, block_size, max_batches, mask)):
+            if sharded and i % dist.world_size != dist.rank:
+                continue
             x, y = x.to(device), y.to(device)
-            with autocast or nullcontext():
+            with runtime.precision.autocast() if runtime is not None else nullcontext():
                 logits, _ = model(x)
             logits = logits.float()
             total_loss += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
             counted = y != -100  # (masked targets are left out, as cross_entropy leaves them out)
             correct += ((logits.argmax(-1) == y) & counted).sum().item()
             count += counted.sum().item()
+    if sharded:
+        total_loss, correct, count = dist.all_reduce_sum([total_loss, float(correct), float(count)], device)
+        correct, count = int(correct), int(count)
     if count == 0:
         raise LmlibError(f"the split has too few tokens ({len(tokens)}) for one window of {block_size + 1}")
     loss = total_loss / count

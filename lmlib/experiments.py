@@ -4,11 +4,13 @@ Some sweeps take minutes, more than a chapter may spend, so a script under
 ``experiments/`` runs them once and commits a JSON file that the chapter loads. Where
 that folder is depends on where the chapter runs:
 
+- the folder named by the environment variable ``LMLIB_EXPERIMENTS``, when it is set
+  (tried first: an explicit setting wins);
 - in a clone of the repository (Jupyter, Binder, the tests): ``../experiments`` from
-  ``book/``, or ``experiments`` from the repository root;
-- elsewhere (a chapter opened alone, as on Colab): the folder named by the environment
-  variable ``LMLIB_EXPERIMENTS``, which each chapter's install cell sets after it clones
-  the repository.
+  ``book/``, or ``experiments`` from the repository root.
+
+A chapter opened alone (as on Colab) relies on the first: its install cell clones the
+repository and sets ``LMLIB_EXPERIMENTS``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ __all__ = ["load", "path"]
 def path(name: str) -> Path:
     """Where ``experiments/<name>`` is (see the module's docstring for the places tried)."""
     places = [Path("..") / "experiments", Path("experiments")]
-    if os.environ.get("LMLIB_EXPERIMENTS"):
-        places.append(Path(os.environ["LMLIB_EXPERIMENTS"]))
+    if os.environ.get("LMLIB_EXPERIMENTS"):  # an explicit setting wins over whatever sits nearby
+        places.insert(0, Path(os.environ["LMLIB_EXPERIMENTS"]))
     for place in places:
         if (place / name).is_file():
             return place / name

@@ -21,8 +21,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir",
-           "sha256_file"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "default_cache_dir",
+           "fsync_dir", "sha256_file"]
+
+
+def default_cache_dir() -> Path:
+    """``$LMLIB_CACHE`` or ``~/.cache/lmlib`` (read at call time, not import time)."""
+    env = os.environ.get("LMLIB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lmlib"
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it ...
+    os.umask(mask)  # ... and put it back at once
+    return mask
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -46,12 +58,16 @@ def fsync_dir(path: str | Path) -> None:
 def atomic_write(path: str | Path, write_fn: Callable[[BinaryIO], Any]) -> Path:
     """Write ``path`` atomically and durably: ``write_fn(f)`` fills the binary file ``f``.
 
-    Creates the parent folder if needed. Returns ``path`` as a Path.
+    Creates the parent folder if needed. The file gets the mode `open()` would give
+    it (0o666 less the umask, e.g. 0644), not `mkstemp`'s private 0600: checkpoints
+    and token caches are meant to be shared. Returns ``path`` as a Path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # not on Windows, where modes mean little
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()

@@ -23,10 +23,9 @@ import torch
 
 from lmlib import data as D
 from lmlib.errors import LmlibError
-from lmlib.model import GPT, GPTConfig
+from lmlib.model import GPT, MODEL_KEYS, GPTConfig
 from lmlib.optim import build_optimizer
-from lmlib.run import MODEL_KEYS
-from lmlib.runtime import choose_precision, pick_device, to_device
+from lmlib.runtime import Distributed, Runtime, to_device
 from lmlib.step import train_step
 
 
@@ -85,9 +84,12 @@ def lr_range_test(
     grad_clip: float | None = 1.0,
     device: str = "auto",
     dtype: str = "auto",
+    runtime: Runtime | None = None,
     **model_settings,
 ) -> LRFinderResult:
     """Run the range test on a fresh GPT; `model_settings` are GPTConfig fields by name.
+
+    It runs in one process, on `runtime` (default: built from `device` and `dtype`).
 
     Stops early once the smoothed loss exceeds `stop_factor` times its minimum or
     the loss is not a finite number. `smooth` is the weight of the past in the
@@ -102,8 +104,15 @@ def lr_range_test(
     if unknown:
         raise LmlibError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, **model_settings)
-    where = pick_device(device)
-    precision = choose_precision(dtype, where)
+    runtime = runtime or Runtime.create(device, dtype, dist=Distributed())
+    with runtime.active():
+        return _range_test(data, cfg, runtime, lr_schedule, batch_size, seed, smooth, stop_factor, optimizer,
+                           weight_decay, grad_clip)
+
+
+def _range_test(data, cfg, runtime, lr_schedule, batch_size, seed, smooth, stop_factor, optimizer, weight_decay,
+                grad_clip) -> LRFinderResult:
+    where, precision, min_lr = runtime.device, runtime.precision, lr_schedule[0]
     torch.manual_seed(seed)  # the initial weights, as in Trainer
     model = GPT(cfg).to(where)
     model.train()

@@ -194,17 +194,35 @@ class Check:
     detail: str
 
 
-def _stable(value: float, *specs: str) -> str:
+#: The relative drift of a loss between two correct machines that the report allows for.
+DRIFT = 1e-4
+
+
+def _stable(value: float, *specs: str, atol: float = 0.0) -> str:
     """``value`` at the first of ``specs`` that every correct machine shows alike
-    (`lmlib.stable.show`, allowing the drift of a short training run), else the last."""
+    (`lmlib.stable.show`, allowing the drift of a short training run).
+
+    Raises ValueError when every spec is refused: the caller must offer a coarser one."""
     from lmlib.stable import show
 
     for spec in specs:
         try:
-            return show(value, spec, rel=1e-4)
+            return show(value, spec, rel=DRIFT, atol=atol)
         except ValueError:
             continue
-    return format(value, specs[-1])
+    raise ValueError(f"{value!r} cannot be shown alike on every machine with any of {specs}")
+
+
+def _stable_difference(a: float, b: float, *specs: str) -> str:
+    """``a - b`` like `_stable`, with the drift of the two numbers, not of their difference.
+
+    Each of a and b may move by DRIFT of itself on another machine, so their difference
+    may move by DRIFT * (|a| + |b|), however small it is. A difference that small
+    cannot even keep its sign: it is shown as "about 0"."""
+    atol = DRIFT * (abs(a) + abs(b))
+    if abs(a - b) <= 2 * atol:
+        return "about 0"
+    return _stable(a - b, *specs, atol=atol)
 
 
 #: A loss this far (nats) above the run's first loss means the run blew up.
@@ -234,11 +252,11 @@ def check_run(metrics: dict, vocab_size: int | None = None) -> list[Check]:
     blew_up = not finite or highest > tl[0] + BLOW_UP_MARGIN
     checks.append(Check("no blow-up", not blew_up,
                         f"highest loss after the first quarter {_stable(highest, '.3f', '.2f', '.1f', '.0f')}"
-                        f" vs first loss {_stable(tl[0], '.3f', '.2f', '.1f')}"))
+                        f" vs first loss {_stable(tl[0], '.3f', '.2f', '.1f', '.0f')}"))
     if vocab_size:
         ln_v = math.log(vocab_size)
         ok = abs(tl[0] - ln_v) < 0.5
-        checks.append(Check("starts near ln(V)", ok, f"first loss {_stable(tl[0], '.3f', '.2f', '.1f')} vs ln({vocab_size}) = {ln_v:.3f}"))
+        checks.append(Check("starts near ln(V)", ok, f"first loss {_stable(tl[0], '.3f', '.2f', '.1f', '.0f')} vs ln({vocab_size}) = {ln_v:.3f}"))
     k = max(1, len(tl) // 10)
     first, last = sum(tl[:k]) / k, sum(tl[-k:]) / k
     ok = last < first - 0.05
@@ -248,8 +266,9 @@ def check_run(metrics: dict, vocab_size: int | None = None) -> list[Check]:
         note = "; the loss blew up, so this says nothing" if blew_up else ""
         gap = s["overfitting_gap"]
         ok = gap < max(0.1, 0.1 * abs(s["final_train_loss"])) and not blew_up
-        checks.append(Check("validation follows training", ok,
-                            f"validation - training = {_stable(gap, '+.3f', '+.2f', '+.1f', '+.0f')}{note}"))
+        val = s["final_val_loss"]  # the gap is val minus the training loss near val's step
+        shown = _stable_difference(val, val - gap, "+.3f", "+.2f", "+.1f", "+.0f")
+        checks.append(Check("validation follows training", ok, f"validation - training = {shown}{note}"))
         rise = s["final_val_loss"] - s["best_val_loss"]
         ok = rise < 0.05 and not blew_up
         checks.append(Check("validation still improving or flat", ok,

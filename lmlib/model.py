@@ -15,7 +15,7 @@ from a `KVCache` instead of recomputing them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -50,6 +50,10 @@ class GPTConfig:
     def from_dict(cls, d: dict) -> GPTConfig:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+#: The GPTConfig fields a user sets by name (the vocabulary size comes from the tokenizer).
+MODEL_KEYS = frozenset(f.name for f in fields(GPTConfig)) - {"vocab_size"}
 
 
 class KVCache:

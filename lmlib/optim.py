@@ -210,6 +210,9 @@ def build_optimizer(
     if fused is None:
         fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
     if name == "muon":
+        if not hasattr(torch.optim, "Muon"):  # pyproject's floor says 2.9; an older torch installed anyway
+            raise LmlibError(f"optimizer muon needs torch 2.9 or later (torch.optim.Muon), this is {torch.__version__}:"
+                             " upgrade torch or use optimizer adamw")
         matrices, rest = muon_split(model)
         decay = {id(p) for p in param_groups(model, weight_decay)[0]["params"]}
         adamw_groups = [

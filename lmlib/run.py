@@ -15,7 +15,9 @@ from pathlib import Path
 
 from lmlib import data as D
 from lmlib.errors import LmlibError
-from lmlib.model import GPTConfig
+from lmlib.model import MODEL_KEYS, GPTConfig
+from lmlib.synthetic import synthetic_data
+from lmlib.tokenfile import load_token_file
 from lmlib.trainer import Callback, TrainConfig, Trainer, TrainResult
 
 # What the Tiny Shakespeare presets share: nanoGPT's split (the last 10% validates),
@@ -53,7 +55,6 @@ PRESETS: dict[str, dict] = {
 }
 DATA_KEYS = {"val_fraction"}
 
-MODEL_KEYS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 
 
@@ -73,7 +74,7 @@ def load_data(
     document (`lmlib.data.prepare_text`).
     """
     if source == "synthetic":
-        return D.synthetic_data(n_tokens=n_tokens or 200_000, seed=seed,
+        return synthetic_data(n_tokens=n_tokens or 200_000, seed=seed,
                                 val_fraction=val_fraction, holdout=holdout)
     if source == "shakespeare":
         from lmlib.download import download_tiny_shakespeare
@@ -81,7 +82,7 @@ def load_data(
         source = str(download_tiny_shakespeare())
     path = Path(source)
     if path.suffix == ".bin" or (path.suffix == ".json" and path.with_suffix(".bin").exists()):
-        tf = D.load_token_file(path.with_suffix(".bin"))
+        tf = load_token_file(path.with_suffix(".bin"))
         train, val = D.split_tokens(tf.tokens, val_fraction)
         return D.TokenData(train=train, val=val, tokenizer=tf.tokenizer, name=path.stem, meta=tf.meta)
     return D.prepare_text(path, kind=tokenizer, cache_dir=cache_dir, val_fraction=val_fraction)

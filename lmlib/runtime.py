@@ -1,9 +1,19 @@
 """Where a run executes: device, number format, processes, and opt-in CPU tuning.
 
+`Runtime` is the one execution policy of a run, built once (`Runtime.create`, by the
+Trainer from its TrainConfig, by the CLI, or by the caller) and handed to the Trainer,
+the learning-rate finder and evaluation; no other module decides device or precision:
+
 - `pick_device` checks a device name against what the machine has.
-- `Precision` chooses the autocast format and, for fp16, a gradient scaler.
+- `precision_dtype`/`choose_precision` choose the autocast format and, for fp16, a
+  gradient scaler (a pure function of the request, device type and CUDA capability).
 - `Distributed` is the process's place in a `torchrun` job (`torch.distributed`):
   one process per device, gloo on CPUs, NCCL on CUDA GPUs.
+- the finite-check policy: "every-step" reads each step's "was it finite?" on the host
+  (free on a CPU), "deferred" keeps a count on the device and reads it at logging steps
+  (no host sync per step: CUDA's default).
+- TF32 is the only process-wide switch a Runtime sets, and only inside `Runtime.active()`,
+  which puts it back as it was.
 - `keep_freed_memory` tunes glibc for CPU training; a library never changes the
   process's allocator by itself, so only the CLI and the benchmarks call it.
 """
@@ -15,7 +25,8 @@ import ctypes.util
 import os
 import re
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -73,28 +84,43 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
 
 
-def choose_precision(requested: str, device: torch.device) -> Precision:
-    """`auto`: bf16 on a CUDA GPU that supports it, fp16 + gradient scaling on one that
-    doesn't, fp32 elsewhere. An explicit request the device cannot honour is refused."""
-    if device.type == "cuda":
-        # TF32 matmuls: ~8x the fp32 throughput on Ampere and later, at bf16-like input
-        # precision with fp32 accumulation; training is insensitive to it.
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if requested == "auto":
-            requested = "bfloat16" if bf16_ok else "float16"
-        if requested == "bfloat16" and not bf16_ok:
-            raise LmlibError("this GPU does not support bfloat16; use --dtype float16 (with gradient scaling) or float32")
-    elif requested == "auto":
-        requested = "float32"
-    elif requested == "float16":
-        raise LmlibError(f"dtype float16 needs a CUDA GPU (it trains through a gradient scaler); on {device.type} use float32")
-    if requested == "float32":
+#: The first CUDA compute capability with bf16 tensor cores (Ampere, A100). Older cards
+#: (T4 = 7.5, V100 = 7.0) emulate bf16, slowly: they get fp16 with a gradient scaler.
+NATIVE_BF16 = (8, 0)
+
+
+def precision_dtype(requested: str, device_type: str, capability: tuple[int, int] | None = None) -> str:
+    """The number format a run uses: a pure function of the request, the device type
+    and (CUDA) the card's compute capability, so tests can drive it with any card's.
+
+    `auto`: on CUDA, bf16 from capability 8.0 on, fp16 (with a gradient scaler) below;
+    fp32 on the CPU and MPS, whose stored results the book shows. An explicit request
+    runs as asked (CPU autocast handles both 16-bit formats, MPS too), except bf16 on a
+    CUDA card without native bf16, which is refused.
+    """
+    if requested == "auto":
+        if device_type != "cuda":
+            return "float32"
+        return "bfloat16" if capability is not None and tuple(capability) >= NATIVE_BF16 else "float16"
+    if requested == "bfloat16" and device_type == "cuda" and (capability is None or tuple(capability) < NATIVE_BF16):
+        raise LmlibError(f"this GPU (compute capability {capability}) has no native bfloat16: use --dtype float16"
+                         " (with gradient scaling) or float32")
+    return requested
+
+
+def choose_precision(requested: str, device: torch.device, capability: tuple[int, int] | None = None) -> Precision:
+    """The `Precision` for a request on `device` (see `precision_dtype`); no side effects.
+
+    fp16 trains through `torch.amp.GradScaler` on every device (CPU and MPS included),
+    so the scaler's path runs in the CPU tests too."""
+    if capability is None and device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+    name = precision_dtype(requested, device.type, capability)
+    if name == "float32":
         return Precision(device, None)
-    if requested == "bfloat16":
+    if name == "bfloat16":
         return Precision(device, torch.bfloat16)
-    return Precision(device, torch.float16, torch.amp.GradScaler("cuda"))
+    return Precision(device, torch.float16, torch.amp.GradScaler(device.type))
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -132,6 +158,26 @@ class Distributed:
         t = torch.tensor(values, dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
         return t.tolist()
+
+    def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Reduce a tensor over all processes in place ("sum" or "max"); returns it."""
+        if self.enabled:
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM)
+        return t
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether `flag` is true on any process: one decision for all (e.g. to stop)."""
+        if not self.enabled:
+            return flag
+        return bool(self.all_reduce_(torch.tensor([float(flag)], device=device), "max").item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's `obj` (picklable), in rank order; [obj] without torchrun."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.enabled:
@@ -171,6 +217,65 @@ def process_device(name: str, dist: Distributed) -> torch.device:
     if dist.enabled and device.type == "cuda":
         return torch.device("cuda", dist.local_rank)
     return device
+
+
+FINITE_CHECKS = ("every-step", "deferred")
+
+
+@dataclass
+class Runtime:
+    """The execution policy of a run: device, number format, processes, finite checks, TF32."""
+
+    device: torch.device
+    precision: Precision
+    dist: Distributed = field(default_factory=Distributed)
+    finite_check: str = "every-step"  # every-step | deferred
+    tf32: bool = False  # TF32 matmuls (CUDA), set inside `active()` only
+    compile: bool = False
+
+    @classmethod
+    def create(cls, device: str = "auto", dtype: str = "auto", *, finite_check: str = "auto",
+               tf32: bool | None = None, compile: bool = False, dist: Distributed | None = None,
+               capability: tuple[int, int] | None = None) -> Runtime:
+        """Resolve the requests: join the torchrun job if there is one, pick this process's
+        device and number format. `finite_check="auto"`: every step on the CPU and MPS
+        (reading a number there costs nothing), deferred on CUDA. `tf32=None`: TF32 only
+        with dtype auto on CUDA (an explicit float32 means float32)."""
+        dist = dist if dist is not None else init_distributed(device)
+        where = process_device(device, dist)
+        precision = choose_precision(dtype, where, capability)
+        if finite_check == "auto":
+            finite_check = "deferred" if where.type == "cuda" else "every-step"
+        if finite_check not in FINITE_CHECKS:
+            raise LmlibError(f"unknown finite_check {finite_check!r}: choose auto, {', '.join(FINITE_CHECKS)}")
+        use_tf32 = where.type == "cuda" and (dtype == "auto" if tf32 is None else tf32)
+        return cls(where, precision, dist, finite_check, use_tf32, compile)
+
+    @property
+    def deferred(self) -> bool:
+        return self.finite_check == "deferred"
+
+    def describe(self) -> dict:
+        """What the metrics record under ``config.runtime``: what was actually used."""
+        return {"device": str(self.device), "dtype": self.precision.name, "tf32": self.tf32,
+                "finite_check": self.finite_check, "compiled": self.compile, "world_size": self.dist.world_size}
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Set this runtime's process-wide switches for a library call, then restore them.
+
+        On CUDA the float32 matmul precision is set to what `tf32` says ("high" lets
+        matmuls use TF32, "highest" forbids it); elsewhere nothing is touched.
+        """
+        if self.device.type != "cuda":
+            yield
+            return
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high" if self.tf32 else "highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(before)
 
 
 # --- CPU allocator tuning (opt-in) -----------------------------------------------------------

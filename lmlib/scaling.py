@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lmlib.errors import LmlibError
+from lmlib.fsutil import atomic_write_text
 from lmlib.model import GPTConfig
 
 
@@ -45,10 +45,12 @@ def flops_per_token(cfg: GPTConfig, attention: bool = True) -> int:
     """Training FLOPs per token: 6 * matmul_params + 6 * n_layer * block_size * n_embd.
 
     The convention of Kaplan et al. (2020): a multiply-add is 2 FLOPs, a forward pass
-    costs 2 per weight per token and the backward pass twice the forward, hence 6.
-    Attention adds, per layer and token, QK^T and the weighted sum of V over the
-    context: 2 * 2 * T * C forward, counted over the full context T (no halving for the
-    causal mask), times 3 for training. `attention=False` gives the bare 6N.
+    costs 2 per weight per token and the backward pass twice the forward, hence 6N.
+    Their attention term is 2 * n_layer * n_ctx * d_attn forward per token (QK^T and
+    the weighted sum of V, each a multiply-add over the context, averaged over the
+    causal positions), so 6 * L * T * C for training: that is what this returns.
+    PaLM (Chowdhery et al. 2022) and nanoGPT's MFU estimate count the full,
+    unmasked context instead, 12 * L * T * C. `attention=False` gives the bare 6N.
     """
     f = 6 * matmul_params(cfg)
     if attention:
@@ -85,10 +87,13 @@ def fit_power_law(
 ) -> dict:
     """Least-squares fit of y = E + A * x**(-alpha); `E` fixed if given, else fitted.
 
-    `sigma` (per point) weights the squares by 1/sigma^2. Returns a dict with E, A,
-    alpha, the (weighted) root-mean-square residual in units of y, and `E_fixed`. The search scans alpha on a
-    grid of 400 points and refines the best by golden-section search; for each alpha
-    the linear parameters are exact. Raises if the data cannot define the fit.
+    `sigma` (per point, positive) weights the squares by 1/sigma^2. Returns a dict with
+    E, A, alpha, the (weighted) root-mean-square residual in units of y, `E_fixed`, and
+    `alpha_at_bound`: True when the best alpha sits at an end of `alpha_range`, so the
+    law did not really fit (the true optimum lies outside the search). The search scans
+    alpha on a grid of 400 points and refines the best by golden-section search; for
+    each alpha the linear parameters are exact. Raises if the data cannot define the
+    fit, or if the best fit has A <= 0 (y does not fall with x: not a power-law decay).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -96,7 +101,11 @@ def fit_power_law(
         raise LmlibError(f"fit_power_law needs matching 1-D x and y with at least {3 if E is None else 2} points")
     if np.any(x <= 0) or not np.all(np.isfinite(y)):
         raise LmlibError("fit_power_law needs x > 0 and finite y")
-    w = np.ones_like(x) if sigma is None else 1.0 / np.asarray(sigma, dtype=float)
+    if sigma is not None:
+        sigma = np.asarray(sigma, dtype=float)
+        if sigma.shape != x.shape or not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+            raise LmlibError("fit_power_law needs sigma to be one positive, finite number per point")
+    w = np.ones_like(x) if sigma is None else 1.0 / sigma
     # x is rescaled to a geometric mean of 1 so x**(-alpha) stays representable;
     # A is scaled back at the end.
     scale = float(np.exp(np.mean(np.log(x))))
@@ -120,9 +129,13 @@ def fit_power_law(
         c, d = b - g * (b - a), a + g * (b - a)
     alpha = (a + b) / 2
     e, amp, err = _solve_linear(xs, y, alpha, E, w)
+    if not amp > 0:
+        raise LmlibError(f"the best fit has A = {amp:.3g} <= 0: y does not fall with x, so it follows no power-law "
+                         "decay (check the runs, e.g. whether the larger ones trained long enough)")
+    at_bound = bool(alpha <= lo * (1 + 1e-3) or alpha >= hi * (1 - 1e-3))
     return {"E": e, "A": amp * scale**alpha, "alpha": float(alpha),
             "rmse": math.sqrt(err / float(np.sum(w**2))) if sigma is not None else math.sqrt(err / len(x)),
-            "E_fixed": E is not None, "n_points": len(x)}
+            "E_fixed": E is not None, "n_points": len(x), "alpha_at_bound": at_bound}
 
 
 def x_for_loss(fit: dict, loss: float) -> float:
@@ -212,7 +225,8 @@ def run_sweep(
         result["meta"]["cpu_s"] = time.process_time() - c_start
         if log is not None:
             labels = {k: v for k, v in point.items() if k != "settings"}
-            log(f"[{i + 1}/{len(points)}] {labels} val {measured['val_loss']:.4f} "
+            val = measured["val_loss"]
+            log(f"[{i + 1}/{len(points)}] {labels} val {'none' if val is None else f'{val:.4f}'} "
                 f"({measured['wall_s']:.1f} s, {measured['cpu_s']:.1f} s CPU)")
         if out is not None:
             write_json(out, result)
@@ -220,7 +234,5 @@ def run_sweep(
 
 
 def write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    """Strict JSON (NaN and infinity refused), written atomically and durably (`lmlib.fsutil`)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")

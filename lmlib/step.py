@@ -9,10 +9,19 @@ DistributedDataParallel the gradients are averaged over the processes during the
 last micro-batch's backward pass (the others skip that exchange with `no_sync`).
 
 A step whose loss or gradient norm is not a finite number never reaches the
-weights: the update is skipped, and the caller ends the run as diverged. On a CUDA
-device that check happens on the GPU (torch's fused AdamW and the fp16 gradient
-scaler skip such steps themselves), so the host waits for the GPU only when it
-reads the numbers, at logging steps; elsewhere reading them costs nothing.
+weights, and the caller ends the run as diverged. How it is skipped depends on the
+run's finite-check policy (`lmlib.runtime.Runtime.finite_check`):
+
+- every step (`deferred=False`, the CPU's default): the host reads "finite?" and
+  skips `optimizer.step()`; reading a number on the CPU costs nothing.
+- deferred (`deferred=True`, CUDA's default): the host never waits for the device.
+  torch's fused AdamW skips the update itself where its `found_inf` flag is 1 (on the
+  CPU too), and the fp16 gradient scaler does the same. Other optimizers (SGD, Muon,
+  the scratch AdamW) get their gradients zeroed with a device-side mask instead: that
+  update is not skipped entirely (momentum decays, weight decay applies), but the
+  non-finite numbers never reach the weights, and the Trainer counts the step on the
+  device and ends the run as diverged at its next check, keeping the last good
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +36,20 @@ from lmlib.optim import set_lr
 from lmlib.runtime import Precision
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def dropout_seeds(seed: int, step: int, micro_per_step: int, rank: int, grad_accum: int) -> list[int] | None:
+    """Seeds of one process's micro-batches' dropout masks, when a step is split.
+
+    One per global micro-batch, from (seed, step, index), so the masks do not depend on
+    how the global batch is split over accumulation and processes: K processes with
+    accumulation A draw the masks one process with accumulation K*A draws. None (the
+    process's own random stream, as in a plain PyTorch loop) for a step of one micro-batch.
+    """
+    if micro_per_step == 1:
+        return None
+    first = (seed * 1_000_003 + step * micro_per_step) % 2**62
+    return [first + g for g in range(rank * grad_accum, (rank + 1) * grad_accum)]
 
 
 @dataclass
@@ -46,12 +69,16 @@ def train_step(
     grad_clip: float | None,
     precision: Precision,
     no_sync: Callable[[], object] | None = None,
+    deferred: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> StepOutcome:
     """One update of `model` from `micro_batches` (each an (x, y) pair on the device).
 
     `forward` is the model as called (compiled and/or wrapped in
     DistributedDataParallel); `model` is the plain module whose parameters it
     updates. `no_sync` is DDP's context manager, or None in a single process.
+    `deferred=True`: no host sync (see the module's docstring). `seeds`: one per
+    micro-batch, seeding the random stream before its forward pass (its dropout masks).
     """
     set_lr(optimizer, lr)
     n = len(micro_batches)
@@ -59,6 +86,8 @@ def train_step(
     total = None
     for i, (x, y) in enumerate(micro_batches):
         # DDP exchanges gradients once, after the last micro-batch.
+        if seeds is not None:
+            torch.manual_seed(seeds[i])
         with no_sync() if (no_sync is not None and i < n - 1) else nullcontext():
             with precision.autocast():
                 _, loss = forward(x, y)
@@ -78,15 +107,22 @@ def train_step(
         scaler.update()
     else:
         finite = finite & torch.isfinite(grad_norm)
-        if getattr(optimizer, "_step_supports_amp_scaling", False) and grad_norm.device.type == "cuda":
+        if not deferred:
+            if bool(finite):
+                optimizer.step()
+        elif getattr(optimizer, "_step_supports_amp_scaling", False):
             # The fused kernel skips the update where found_inf is 1, without the host
-            # waiting for the GPU to say whether the numbers were finite.
+            # waiting for the device to say whether the numbers were finite.
             optimizer.found_inf = (~finite).float()
             try:
                 optimizer.step()
             finally:
                 del optimizer.found_inf
-        elif bool(finite):
+        else:
+            bad = ~finite
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.masked_fill_(bad, 0.0)  # a 0-d mask: all of it or none, on the device
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepOutcome(mean_loss, grad_norm, finite)

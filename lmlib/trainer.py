@@ -17,7 +17,12 @@ however the run ends (finished, early stop, divergence, Ctrl-C, a callback's
 Under `torchrun` each process trains on its share of every step's batch: between
 them, K processes with `grad_accum` A draw exactly the windows one process with
 accumulation K*A draws, so the result depends on the global batch, not on how it is
-split. Only rank 0 writes files.
+split (dropout masks included: `lmlib.step.dropout_seeds`). Only rank 0 writes
+files; every rank's random state is saved in `last.pt` (`lmlib.trainstate`).
+
+Where it runs is one `lmlib.runtime.Runtime` (from the config, unless handed in). A
+step that is not finite ends the run as `diverged` on every device, checked each step
+or, deferred (CUDA's default), counted on the device and read at logging steps.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from lmlib.evaluate import estimate_loss
 from lmlib.metrics import FILENAME, new_metrics, write_metrics
 from lmlib.model import GPT, GPTConfig, check_compatible
 from lmlib.optim import build_optimizer, lr_at
-from lmlib.runtime import Distributed, choose_precision, init_distributed, pick_device, process_device, to_device
-from lmlib.step import StepOutcome, train_step
+from lmlib.runtime import Distributed, Runtime, pick_device, to_device
+from lmlib.step import StepOutcome, dropout_seeds, train_step
+from lmlib.trainstate import NonFiniteSteps, check_same_run, rng_state, set_rng_state
 
 __all__ = ["Callback", "StopTraining", "TrainConfig", "TrainResult", "Trainer", "pick_device"]
 
@@ -71,6 +77,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         model: GPT | None = None,
         dist: Distributed | None = None,
+        runtime: Runtime | None = None,
     ):
         self.raw_config = (config or TrainConfig()).validate()  # before anything uses a setting
         self.data, self.model_config = data, model_config
@@ -78,8 +85,10 @@ class Trainer:
         T = model_config.block_size
         D.check_enough_tokens(data.train, T)
         self.has_val = len(data.val) > T
-        self.dist = dist or init_distributed(self.raw_config.device)
         c = self.raw_config
+        self.runtime = runtime or Runtime.create(c.device, c.dtype, finite_check=c.finite_check, tf32=c.tf32,
+                                                 compile=c.compile, dist=dist)
+        self.dist = self.runtime.dist
         self.micro_per_step = c.grad_accum * self.dist.world_size  # micro-batches in one global step
         self.steps_per_epoch = None
         if c.epochs is not None:
@@ -90,8 +99,7 @@ class Trainer:
                                  f"{self.micro_per_step} (grad_accum x processes): use less accumulation or more data")
         self.config = c.resolved(self.steps_per_epoch)
         self.callbacks = list(callbacks)
-        self.device = process_device(c.device, self.dist)
-        self.precision = choose_precision(c.dtype, self.device)
+        self.device, self.precision = self.runtime.device, self.runtime.precision
         self.out_dir = Path(self.config.out_dir)
         torch.manual_seed(c.seed)  # the initial weights (identical on every rank)
         self.model = (model or GPT(model_config)).to(self.device)
@@ -106,6 +114,10 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.bad_evals = 0
         self.accum = [0.0, 0]  # training-loss sum and count since the last entry
+        # Non-finite steps since the run began: count, first and last step (0: none), on
+        # the device, so the deferred policy never waits for it between logging steps.
+        self.nonfinite = NonFiniteSteps(self.device)
+        self._rng_ranks: list[dict] | None = None
         self._mid_step = False
         self.metrics = new_metrics(self.run_config())
 
@@ -118,7 +130,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DDP(self.model, device_ids=ids)  # broadcasts rank 0's weights
             no_sync = module.no_sync
-        if self.config.compile:
+        if self.config.compile or self.runtime.compile:
             module = torch.compile(module)
         return module, no_sync
 
@@ -134,36 +146,35 @@ class Trainer:
                         if d.train_mask is not None and d.val_mask is not None else {}),
                      **({"tokens_per_byte": tpb} if (tpb := D.tokens_per_byte(d)) is not None else {})},
             "n_params": self.model.num_params(),
-            "runtime": {"device": str(self.device), "dtype": self.precision.name, "compiled": c.compile,
-                        "world_size": self.dist.world_size, "grad_accum": c.grad_accum,
-                        "global_batch": c.batch_size * self.micro_per_step},
+            "runtime": {**self.runtime.describe(), "compiled": c.compile or self.runtime.compile,
+                        "grad_accum": c.grad_accum, "global_batch": c.batch_size * self.micro_per_step},
         }
 
     def state_dict(self) -> dict:
+        d = self.data
         return {
-            "model_config": self.model_config.to_dict(),
-            "train_config": asdict(self.config),
-            "world_size": self.dist.world_size,
-            "tokenizer": self.data.tokenizer.to_dict(),
-            "data_name": self.data.name,
-            "data_train_tokens": len(self.data.train),
-            "data_val_tokens": len(self.data.val),
+            "model_config": self.model_config.to_dict(), "train_config": asdict(self.config),
+            "world_size": self.dist.world_size, "tokenizer": d.tokenizer.to_dict(), "data_name": d.name,
+            "data_train_tokens": len(d.train), "data_val_tokens": len(d.val),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else {},
-            "step": self.step,
-            "best_val_loss": self.best_val_loss,
-            "bad_evals": self.bad_evals,
+            "step": self.step, "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
             "accum": list(self.accum),
             "rng_torch": torch.get_rng_state(),
             "rng_data": self.data_rng.get_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_ranks": self._rng_ranks or [rng_state(self.device)],  # each process's own streams
             "metrics": json.dumps(self.metrics),
         }
 
     def save(self, name: str) -> None:
-        if self.config.save_checkpoints and self.dist.is_main:
+        if not self.config.save_checkpoints:
+            return
+        self._rng_ranks = self.dist.gather(rng_state(self.device)) if self.dist.enabled else None  # every rank joins
+        if self.dist.is_main:
             save_checkpoint(self.out_dir / name, self.state_dict())
+        self._rng_ranks = None
 
     def resume(self, path: str | Path | None = None, extend: bool = False) -> None:
         """Continue from a checkpoint (default: `out_dir/last.pt`).
@@ -175,15 +186,8 @@ class Trainer:
         """
         path = Path(path) if path else self.out_dir / "last.pt"
         s = load_checkpoint(path, map_location=self.device)
-        if s["tokenizer"] != self.data.tokenizer.to_dict():
-            raise LmlibError(f"checkpoint {path} was trained with a different tokenizer/vocabulary; resume on the same data")
-        if s["model_config"] != self.model_config.to_dict():
-            diff = {k: v for k, v in s["model_config"].items() if self.model_config.to_dict().get(k) != v}
-            raise LmlibError(f"checkpoint {path} was trained with a different model ({diff}); use the same settings to resume")
-        for key, now in (("data_train_tokens", len(self.data.train)), ("data_val_tokens", len(self.data.val))):
-            if key in s and s[key] != now:
-                raise LmlibError(f"cannot resume: the checkpoint's data had {s[key]} {key[5:].replace('_', ' ')},"
-                                 f" this data has {now}; resume on the same data and split")
+        check_same_run(s, path, self.model_config.to_dict(), self.data.tokenizer.to_dict(),
+                       len(self.data.train), len(self.data.val))
         saved = s["train_config"]
         saved.setdefault("schedule_steps", saved["max_steps"])  # checkpoints from before it existed
         # Defaults that depend on the run's length are the saved run's, not recomputed.
@@ -200,11 +204,8 @@ class Trainer:
             self.precision.scaler.load_state_dict(s["scaler"])
         self.step, self.best_val_loss, self.bad_evals = s["step"], s["best_val_loss"], s["bad_evals"]
         self.accum = list(s["accum"])
-        if self.dist.rank == 0:  # other ranks keep their own dropout streams
-            torch.set_rng_state(s["rng_torch"].cpu())
+        set_rng_state(s, self.device, self.dist)
         self.data_rng.set_state(s["rng_data"].cpu())
-        if s["rng_cuda"] and torch.cuda.is_available() and len(s["rng_cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([t.cpu() for t in s["rng_cuda"]])
         self.metrics = json.loads(s["metrics"])
         self.metrics["status"] = "running"
         self.metrics["config"]["train"] = asdict(self.config)  # e.g. a longer max_steps
@@ -232,11 +233,9 @@ class Trainer:
         return batches
 
     def evaluate(self) -> dict:
-        return estimate_loss(
-            self.model, self.data.val, self.config.batch_size, self.model_config.block_size,
-            max_batches=self.config.eval_batches, device=self.device, autocast=self.precision.autocast(),
-            mask=self.data.val_mask,
-        )
+        """Validation loss, sharded over the processes (one number for all of them)."""
+        return estimate_loss(self.model, self.data.val, self.config.batch_size, self.model_config.block_size,
+                             max_batches=self.config.eval_batches, runtime=self.runtime, mask=self.data.val_mask)
 
     def log(self, lr: float, outcome: StepOutcome, ev: dict | None, t0: float) -> None:
         """Append one metrics entry; the only place the host reads the device's numbers."""
@@ -272,11 +271,23 @@ class Trainer:
         return "early_stopped" if patience is not None and self.bad_evals >= patience else None
 
     def notify(self) -> None:
-        for cb in self.callbacks:
-            cb(self.metrics)
+        """Call the callbacks; a StopTraining on any process stops every process (one decision)."""
+        raised = None
+        try:
+            for cb in self.callbacks:
+                cb(self.metrics)
+        except StopTraining as e:
+            raised = e
+        if self.dist.any(raised is not None, self.device):
+            raise raised or StopTraining(f"stopped by a callback on another process at step {self.step}")
 
     # ---- the loop ----------------------------------------------------------------
     def fit(self, resume: bool | str | Path = False, extend: bool = False) -> TrainResult:
+        """Train to the end (or resume and continue); the runtime's switches hold only meanwhile."""
+        with self.runtime.active():
+            return self._fit(resume, extend)
+
+    def _fit(self, resume: bool | str | Path, extend: bool) -> TrainResult:
         c = self.config
         if resume:
             self.resume(None if resume is True else resume, extend=extend)
@@ -289,7 +300,7 @@ class Trainer:
         t0 = time.perf_counter()
         status, message = "finished", ""
         bar = self._progress_bar()
-        sync_every_step = self.device.type != "cuda"  # reading a CPU number costs nothing
+        sync_every_step = not self.runtime.deferred  # reading a CPU number costs nothing
         self.model.train()
         notified = None  # (step, status) that callbacks last saw
         try:
@@ -298,14 +309,14 @@ class Trainer:
                 lr = lr_at(step, c.lr, c.schedule_steps, c.warmup_steps, c.min_lr, c.schedule)
                 self._mid_step = True  # a Ctrl-C from here until the step is counted must not save
                 outcome = train_step(self.forward, self.model, self.optimizer, self.micro_batches(step),
-                                     lr=lr, grad_clip=c.grad_clip, precision=self.precision, no_sync=self.no_sync)
+                                     lr=lr, grad_clip=c.grad_clip, precision=self.precision, no_sync=self.no_sync,
+                                     deferred=not sync_every_step, seeds=self._dropout_seeds(step))
                 last = step + 1 == c.max_steps
                 do_eval = self.has_val and ((step + 1) % c.eval_interval == 0 or last)
-                do_log = (step + 1) % c.log_interval == 0 or do_eval or last
-                if (sync_every_step or do_log) and not self._finite_everywhere(outcome):
+                do_save = c.save_interval is not None and (step + 1) % c.save_interval == 0
+                do_log = (step + 1) % c.log_interval == 0 or do_eval or last or do_save
+                if (message := self._diverged(outcome, step + 1, do_log, lr)) is not None:
                     status = "diverged"
-                    message = (f"the loss or the gradient became infinite or NaN at step {step + 1} (learning rate"
-                               f" {lr:.3g}): lower the learning rate; the last good checkpoint is kept")
                     break
                 self.step += 1
                 self.accum[0] += outcome.loss.item() if sync_every_step else outcome.loss.double()
@@ -317,8 +328,6 @@ class Trainer:
                     continue
                 self.accum[0] = float(self.accum[0])
                 ev = self.evaluate() if do_eval else None
-                if ev is not None and self.dist.enabled:  # one verdict for all ranks
-                    ev["loss"] = self.dist.all_reduce_sum([ev["loss"]], self.device)[0] / self.dist.world_size
                 self.model.train()
                 self.log(lr, outcome, ev, t0)
                 verdict = self.check_validation(ev) if ev else None
@@ -332,7 +341,7 @@ class Trainer:
                 if verdict == "early_stopped" or last:
                     self.metrics["status"] = verdict or "finished"
                 self._write_metrics(metrics_path)
-                if ev or last:
+                if ev or last or do_save or not self.has_val:  # without validation: at every entry
                     self.save("last.pt")
                 notified = (self.step, self.metrics["status"])
                 self.notify()
@@ -362,10 +371,30 @@ class Trainer:
         return TrainResult(status, self.step, self.metrics, self.best_val_loss, message, self.out_dir, self.model)
 
     # ---- helpers -----------------------------------------------------------------
-    def _finite_everywhere(self, outcome: StepOutcome) -> bool:
-        """Whether this step was finite on every process (a NaN on one rank stops all)."""
-        ok = float(bool(outcome.finite))
-        return self.dist.all_reduce_sum([ok], self.device)[0] == self.dist.world_size
+    def _dropout_seeds(self, step: int) -> list[int] | None:
+        if self.model_config.dropout == 0:
+            return None
+        return dropout_seeds(self.config.seed, step, self.micro_per_step, self.dist.rank, self.config.grad_accum)
+
+    def _diverged(self, outcome: StepOutcome, step: int, check_now: bool, lr: float) -> str | None:
+        """The message that ends the run if a step was not finite on any process, else None.
+
+        Every-step policy: this step, read now. Deferred: counted on the device, read
+        (all-reduced) only when `check_now`, at the entry steps.
+        """
+        if not self.runtime.deferred:
+            if self.dist.all_reduce_sum([float(bool(outcome.finite))], self.device)[0] == self.dist.world_size:
+                return None
+            n, first, last = 1, step, step
+        else:
+            self.nonfinite.add(outcome.finite, step)
+            if not check_now or (found := self.nonfinite.read(self.dist))[0] == 0:
+                return None
+            n, first, last = found
+        self.metrics["nonfinite"] = {"steps": n, "first_step": first, "last_step": last}
+        when = f"at step {first}" if n == 1 else f"in {n} steps between steps {first} and {last}"
+        return (f"the loss or the gradient became infinite or NaN {when} (learning rate {lr:.3g} at step {step};"
+                " such updates are skipped): lower the learning rate; the last good checkpoint is kept")
 
     def _finish(self, metrics_path: Path, status: str, save: bool) -> None:
         """Record how the run ended; a stopped run also saves its final state to last.pt."""

@@ -1,12 +1,18 @@
-"""Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo): three small runs.
+"""Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo).
 
-Usage: python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py OUT
-Each rank writes what the test checks into OUT/<run>/rank<r>.json (and .pt); lmlib itself
-must write its files from rank 0 only, so on other ranks its writers are made to fail.
+Usage: python -m torch.distributed.run ... tests/ddp_worker.py OUT MODE [TEXT]
+MODE "main" trains several small runs; "nodes" only the accumulation run (for two
+agents, --nnodes 2); "cli" trains through `lmlib train` on TEXT (bpe; each tokenizer
+training is recorded in OUT/cli/prepared), "killed" the same killed with SIGKILL on
+rank 0 after step 6, "resume" resumes that run. Each rank writes what the test checks
+into OUT/<run>/rank<r>.json (and .pt); lmlib itself must write its files from rank 0
+only, so on other ranks its writers are made to fail.
 """
 
 import json
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,9 +29,15 @@ from lmlib.trainer import StopTraining  # noqa: E402
 
 from helpers import TINY, char_data  # noqa: E402
 
-OUT = Path(sys.argv[1])
+OUT, MODE = Path(sys.argv[1]), sys.argv[2]
 dist = init_distributed("cpu")  # joined here, so the runs below share one process group
 rank = dist.rank
+settings = {**TINY, "max_steps": 12, "lr": 3e-3, "warmup_steps": 2, "device": "cpu"}
+ACCUM = {**settings, "grad_accum": 2, "dropout": 0.1}
+CLI_FLAGS = ["--block-size", "16", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8",
+             "--eval-interval", "4", "--eval-batches", "2", "--log-interval", "2", "--no-progress", "--max-steps", "12",
+             "--lr", "3e-3", "--warmup-steps", "2", "--device", "cpu", "--grad-accum", "2", "--dropout", "0.1",
+             "--tokenizer", "bpe", "--vocab-size", "300"]
 
 if rank != 0:
     def refuse(*args, **kwargs):
@@ -45,10 +57,59 @@ def report(name, result, **extra):
     (folder / f"rank{rank}.json").write_text(json.dumps(summary))
 
 
-settings = {**TINY, "max_steps": 12, "lr": 3e-3, "warmup_steps": 2, "device": "cpu"}
+def cli(extra=()):
+    import lmlib.data
+    from lmlib.cli import main
+
+    real = lmlib.data.tokenize_file
+
+    def counted(*args, **kwargs):  # data preparation: must happen on rank 0 only, once
+        with open(OUT / "cli" / "prepared", "a") as f:
+            f.write(f"{rank}\n")
+        return real(*args, **kwargs)
+
+    (OUT / "cli").mkdir(parents=True, exist_ok=True)
+    lmlib.data.tokenize_file = counted
+    code = main(["train", sys.argv[3], *CLI_FLAGS, "--out-dir", str(OUT / "cli" / "run"), *extra])
+    (OUT / "cli" / f"{MODE}{rank}.code").write_text(str(code))
+
+
+if MODE == "nodes":  # one process on each of two "machines"
+    report("accum_step", train(char_data(), out_dir=str(OUT / "accum_step" / "run"), **ACCUM))
+    torch.distributed.destroy_process_group()
+    sys.exit(0)
+if MODE == "killed":
+    real_notify = lmlib.trainer.Trainer.notify
+
+    def notify(self):
+        if rank == 0 and self.step == 6:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_notify(self)
+
+    lmlib.trainer.Trainer.notify = notify
+if MODE in ("cli", "killed", "resume"):
+    cli(["--resume"] if MODE == "resume" else [])
+    dist.barrier()
+    torch.distributed.destroy_process_group()
+    sys.exit(0)
 
 # 1. A whole run: 2 processes x accumulation 1.
 report("whole", train(char_data(), out_dir=str(OUT / "whole" / "run"), **settings))
+
+# 1b. 2 processes x accumulation 2, with dropout, in step mode and in epoch mode.
+report("accum_step", train(char_data(), out_dir=str(OUT / "accum_step" / "run"), **ACCUM))
+report("accum_epoch", train(char_data(), out_dir=str(OUT / "accum_epoch" / "run"),
+                            **{**ACCUM, "max_steps": None, "epochs": 2}))
+
+
+# 1c. A callback stops one rank only: both stop, together, at once (no all-reduce left waiting).
+def stop_rank_1_at_4(m):
+    if rank == 1 and m["steps"][-1] == 4:
+        raise StopTraining("budget spent on rank 1")
+
+
+report("stop_one", train(char_data(), out_dir=str(OUT / "stop_one" / "run"), callbacks=[stop_rank_1_at_4],
+                         **settings))
 
 
 # 2. The same run stopped after step 6 (a single process resumes it).
@@ -75,5 +136,9 @@ def forward(self, idx, targets=None):
 
 lmlib.model.GPT.forward = forward
 report("nan", train(char_data(), out_dir=str(OUT / "nan" / "run"), **settings))
+# 4. The same under the deferred check (CUDA's policy): found at the next entry, on both ranks.
+calls["n"] = 0
+r = train(char_data(), out_dir=str(OUT / "nan_deferred" / "run"), finite_check="deferred", **settings)
+report("nan_deferred", r, nonfinite=r.metrics.get("nonfinite"))
 dist.barrier()
 torch.distributed.destroy_process_group()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.bench  # still inside `make test`; the fast suite deselects it with -m "not bench"
 
 
 @pytest.fixture()

@@ -206,6 +206,8 @@ def _bad(tmp_path, play):
         "schedule typo": ["train", d, "--schedule", "cosin"],
         "optimizer typo": ["train", d, "--optimizer", "adam"],
         "extend without resume": ["train", d, "--extend"],
+        "extend with a new schedule": ["train", d, "--max-steps", "10", "--resume", "--extend", "--schedule-steps", "10"],
+        "finite check typo": ["train", d, "--finite-check", "sometimes"],
         "unknown flag": ["train", d, "--max-stepz", "3"],
     }
     if not torch.cuda.is_available():

@@ -16,12 +16,11 @@ from lmlib.data import (
     n_batches_per_epoch,
     prepare_text,
     split_tokens,
-    synthetic_data,
     tokenize_file,
     windows_to_batch,
 )
 from lmlib.errors import LmlibError, UnknownSymbolError
-from lmlib.synthetic import SyntheticCorpus
+from lmlib.synthetic import SyntheticCorpus, synthetic_data
 from lmlib.tokenizers import CharTokenizer, WordTokenizer
 
 TEXT = "First Citizen:\nBefore we proceed, héar me spëak — 中文 😀!\n\nAll:\nSpeak, speak.\n" * 7
@@ -266,25 +265,28 @@ def test_token_file_splits_read_windows_without_mapping_the_file(tmp_path):
         assert mapped_file_kb() - before < 1024  # 3,200 random windows of an 8 MB file: nothing stays mapped
 
 
-def test_data_layer_does_not_import_the_synthetic_dataset():
-    # lmlib.synthetic builds on lmlib.data, never the reverse (no import cycle).
+def test_data_layer_imports_neither_the_synthetic_dataset_nor_the_downloader():
+    # lmlib.synthetic builds on lmlib.data, never the reverse (no import cycle, no shim).
     import subprocess
     import sys
 
     code = ("import sys, lmlib.data as d; assert 'lmlib.synthetic' not in sys.modules, 'cycle';"
-            " import lmlib.synthetic as s; assert d.synthetic_data is s.synthetic_data;"
-            " from lmlib.data import DEFAULT_SYNTHETIC_TOKENS, synthetic_data")
+            " assert 'lmlib.download' not in sys.modules, 'download'; assert not hasattr(d, 'synthetic_data')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    with pytest.raises(AttributeError):
-        data.no_such_name  # noqa: B018
 
 
-def test_token_file_format_lives_in_tokenfile_and_data_reexports_it():
-    import lmlib.tokenfile as tokenfile
+def test_a_token_file_cut_short_after_opening_is_refused(tmp_path):
+    from lmlib.data import _read_windows
 
-    for name in ("tokenize_file", "load_token_file", "TokenFile", "FORMAT", "VERSION", "DEFAULT_CHUNK_BYTES"):
-        assert getattr(data, name) is getattr(tokenfile, name)
+    path = tmp_path / "t.bin"
+    np.arange(1000, dtype=np.uint16).tofile(path)
+    tokens = np.memmap(path, dtype=np.uint16, mode="r")
+    assert _read_windows(tokens, np.array([0, 10]), 5).tolist() == [[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]]
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(LmlibError, match="shorter"):
+        _read_windows(tokens, np.array([48]), 5)
 
 
 def test_a_failed_retokenization_keeps_the_old_token_file(text_file, tmp_path):

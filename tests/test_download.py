@@ -2,8 +2,9 @@ import hashlib
 
 import pytest
 
-from lmlib.download import FILENAME, default_cache_dir, download_tiny_shakespeare
+from lmlib.download import FILENAME, download_tiny_shakespeare
 from lmlib.errors import LmlibError
+from lmlib.fsutil import default_cache_dir
 
 CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n"
 SHA = hashlib.sha256(CONTENT).hexdigest()

@@ -60,3 +60,11 @@ def test_the_install_cell_points_lmlib_experiments_at_its_clone():
     source = set_repository.install_source("https://example.org/someone/a-book")
     assert '"~/a-book"' in source and "https://example.org/someone/a-book" in source
     assert 'os.environ.setdefault("LMLIB_EXPERIMENTS", os.path.join(repo, "experiments"))' in source
+
+
+def test_the_environment_variable_wins_over_a_folder_nearby(clone, tmp_path_factory, monkeypatch):
+    other = tmp_path_factory.mktemp("other")
+    (other / "r.json").write_text(json.dumps({"loss": 9.0}))
+    monkeypatch.chdir(clone)  # ./experiments/r.json is here too
+    monkeypatch.setenv("LMLIB_EXPERIMENTS", str(other))
+    assert experiments.load("r.json") == {"loss": 9.0}

@@ -120,9 +120,20 @@ def test_every_writer_fsyncs_its_files_and_their_folder(tmp_path, fsyncs, write)
     assert leftovers == []
 
 
-def test_old_import_paths_still_answer():
-    import lmlib.checkpoint
-    import lmlib.fsutil
+def test_written_files_honour_the_umask(tmp_path):
+    # mkstemp alone would leave every checkpoint, metrics file and token cache 0600.
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
 
-    assert lmlib.checkpoint.atomic_write_bytes is lmlib.fsutil.atomic_write_bytes
-    assert lmlib.checkpoint.atomic_write_json is lmlib.fsutil.atomic_write_json
+
+def test_no_compatibility_reexports():
+    import lmlib.checkpoint
+
+    assert not hasattr(lmlib.checkpoint, "atomic_write_bytes") and not hasattr(lmlib.checkpoint, "atomic_write_json")

@@ -162,3 +162,13 @@ def test_a_diverged_run_still_writes_valid_json(tmp_path):
     assert math.isnan(m["train_loss"][1]) and m["val_loss"][0] == float("inf")  # the caller's dict is untouched
     loaded = load_metrics(tmp_path)
     assert any(w.startswith("diverged") for w in diagnose(loaded)) and "status               diverged" in format_report(loaded)
+
+
+def test_a_difference_is_guarded_by_the_drift_of_its_two_terms():
+    from lmlib.metrics import _stable, _stable_difference
+
+    # each loss may move by 1e-4 of itself: the gap 0.0124 may show +0.012 or +0.013 elsewhere
+    assert _stable_difference(1.5124, 1.5, "+.3f", "+.2f") == "+0.01"
+    assert _stable_difference(1.5003, 1.5, "+.3f", "+.2f") == "about 0"  # not even its sign is certain
+    with pytest.raises(ValueError):  # no unguarded fallback
+        _stable(2.5, ".0f")

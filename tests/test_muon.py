@@ -128,3 +128,10 @@ def test_cli_train_synthetic_muon_and_report(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "status               finished" in report and "steps                10" in report
     assert "optimizer            muon" in report
+
+
+def test_muon_on_a_torch_without_it_is_one_line(monkeypatch):
+    monkeypatch.delattr(torch.optim, "Muon")
+    with pytest.raises(LmlibError, match="needs torch 2.9"):
+        build_optimizer(GPT(GPTConfig(vocab_size=10, **{k: TINY[k] for k in ("block_size", "n_layer", "n_head",
+                                                                             "n_embd")})), "muon", lr=1e-3)

@@ -73,6 +73,32 @@ def test_extend_keeps_the_schedule_and_the_rate_continuous(tmp_path):
         run(tmp_path, max_steps=10, warmup_steps=2, resume=True, extend=True)
 
 
+def test_extend_refuses_a_new_schedule_horizon(tmp_path):
+    run(tmp_path, max_steps=12, warmup_steps=2)
+    with pytest.raises(LmlibError, match="cannot extend with schedule_steps 20: the run's schedule has 12"):
+        run(tmp_path, max_steps=20, warmup_steps=2, schedule_steps=20, resume=True, extend=True)
+    assert run(tmp_path, max_steps=20, warmup_steps=2, schedule_steps=12, resume=True, extend=True).steps == 20
+
+
+def _crash_at(step):
+    def callback(m):
+        if m["steps"][-1] == step:
+            raise RuntimeError("power cut")
+    return callback
+
+
+@pytest.mark.parametrize("val_fraction, extra, saved_at", [
+    (0.0, {}, 6),  # no validation: last.pt at every logging step
+    (0.2, {}, 4),  # with validation: at each evaluation (every 4 steps)
+    (0.2, {"save_interval": 6}, 6),  # ... and every save_interval steps
+])
+def test_last_checkpoint_without_validation_and_save_interval(tmp_path, val_fraction, extra, saved_at):
+    settings = {**TINY, "max_steps": 12, "lr": 3e-3, "out_dir": str(tmp_path / "r"), **extra}
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(char_data(val_fraction=val_fraction), callbacks=[_crash_at(6)], **settings)
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["step"] == saved_at
+
+
 def test_stop_and_interrupt_save_the_final_state(tmp_path):
     def stop_at_6(m):
         if m["steps"][-1] == 6:
@@ -141,7 +167,9 @@ def test_non_finite_gradient_never_reaches_the_weights(tmp_path):
 @pytest.mark.parametrize("kw, msg", [
     (dict(grad_clip=-1.0), "grad_clip must be a norm >= 0"),
     (dict(dtype="bf16"), "unknown dtype 'bf16'"),
-    (dict(dtype="float16"), "float16 needs a CUDA GPU"),
+    (dict(finite_check="sometimes"), "unknown finite_check 'sometimes'"),
+    (dict(save_interval=0), "save_interval must be positive"),
+    (dict(tf32="yes"), "tf32 must be True, False or None"),
     (dict(device="cude"), "unknown device 'cude'"),
     (dict(epochs=2, max_steps=None, batch_size=0), "batch_size must be a positive"),
     (dict(grad_accum=0), "grad_accum must be a positive"),
@@ -163,11 +191,11 @@ def test_mps_is_refused_where_there_is_none(tmp_path):
         run(tmp_path, device="mps")
 
 
-def test_torch_floor_has_cpu_fused_adamw():
-    # CPU fused AdamW (the trainer's default) exists from torch 2.4 on.
+def test_torch_floor_has_muon():
+    # torch.optim.Muon with adjust_lr_fn (optimizer="muon") exists from torch 2.9 on (CPU fused AdamW from 2.4).
     text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     floor = text.split('"torch>=')[1].split('"')[0]
-    assert tuple(int(p) for p in floor.split(".")[:2]) >= (2, 4)
+    assert tuple(int(p) for p in floor.split(".")[:2]) >= (2, 9)
 
 
 def test_the_library_leaves_the_allocator_alone(tmp_path, monkeypatch):

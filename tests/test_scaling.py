@@ -20,6 +20,12 @@ from lmlib.scaling import (
 from helpers import TINY, char_data
 
 
+def test_flops_per_token_docstring_states_the_attention_term_it_returns():
+    # Kaplan et al.'s 6*L*T*C (PaLM/nanoGPT count 12*L*T*C): the docstring must say what the code computes.
+    doc = " ".join(flops_per_token.__doc__.split())
+    assert "6 * L * T * C" in doc and "12 * L * T * C" in doc and "2 * 2 * T * C" not in doc
+
+
 def test_flops_per_token_counts_6n_plus_attention():
     cfg = GPTConfig(vocab_size=63, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=False)
     model = GPT(cfg)
@@ -69,6 +75,46 @@ def test_fit_refuses_bad_input():
         fit_power_law([1, 2], [1, 2])
     with pytest.raises(LmlibError):
         fit_power_law([0, 1, 2], [1, 2, 3])
+
+
+def test_fit_flags_alpha_at_the_search_bound_and_refuses_a_rising_curve():
+    x = np.geomspace(1e3, 1e6, 8)
+    steep = fit_power_law(x, power_law(x, 1.0, 1e12, 5.0))  # the true alpha lies beyond the range's 4.0
+    assert steep["alpha_at_bound"] and steep["alpha"] == pytest.approx(4.0, rel=1e-3)
+    assert not fit_power_law(x, power_law(x, 1.0, 30.0, 0.5))["alpha_at_bound"]
+    with pytest.raises(LmlibError, match="A = .* <= 0"):  # losses that rise with data (chapter 15's update-limited runs)
+        fit_power_law(x, 1.0 + 0.01 * np.log(x))
+
+
+@pytest.mark.parametrize("sigma", [[0.1, 0.0, 0.1], [0.1, -1, 0.1], [0.1, float("nan"), 0.1], [0.1, 0.1]])
+def test_fit_validates_sigma(sigma):
+    with pytest.raises(LmlibError, match="sigma"):
+        fit_power_law([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], sigma=sigma)
+
+
+def test_write_json_is_strict_atomic_and_0644(tmp_path):
+    import os
+    import stat
+
+    from lmlib.scaling import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "s.json", {"a": 1})
+        with pytest.raises(ValueError):
+            write_json(tmp_path / "s.json", {"a": float("nan")})
+    finally:
+        os.umask(old)
+    assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}  # the old file survives a failed write
+    assert stat.S_IMODE((tmp_path / "s.json").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+
+
+def test_run_sweep_logs_a_run_without_validation(tmp_path):
+    lines = []
+    common = {**TINY, "max_steps": 2, "out_dir": str(tmp_path / "r")}
+    result = run_sweep([{"settings": {}}], lambda p: char_data(val_fraction=0.0), common=common, log=lines.append)
+    assert result["runs"][0]["val_loss"] is None and "val none" in lines[0]
 
 
 def test_isoflop_optimum_is_the_parabola_minimum():
