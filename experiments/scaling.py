@@ -7,14 +7,15 @@ over freshly sampled training tokens (no token is seen twice), and the validatio
 loss measured on one fixed held-out sample of 50,000 tokens:
 
 - data:    a fixed model (width 32), 10k ... 320k training tokens, 3 seeds;
-- size:    320k training tokens, widths 8 ... 64 (2 layers), 1 seed;
-- compute: three budgets of training FLOPs (lmlib.scaling.flops_per_token), for each
-           the widths whose run is 30 ... 3,000 steps long, tokens = budget / FLOPs per token.
+- size:    320k training tokens, widths 4 ... 64 (2 layers), 1 seed;
+- compute: four budgets of training FLOPs (lmlib.scaling.flops_per_token), for each
+           the widths whose run is 30 ... 9,000 steps long, tokens = budget / FLOPs per token
+           (widths down to 4, so that each IsoFLOP curve can turn up on both sides).
 
 The learning rate follows width (min(0.03, 0.6 / width), from a small sweep at 40k
 tokens): a fixed rate would make the small models look worse than they are.
 Runs in one thread: these models are so small that a second thread mostly waits.
-About 3 minutes of CPU time; wall time depends on how busy the machine is.
+About 4 to 5 minutes of CPU time; wall time depends on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ OUT = ROOT / "experiments" / "scaling_results.json"
 BLOCK, LAYERS, HEADS, BATCH = 16, 2, 2, 16
 VAL_TOKENS, VAL_SEED = 50_000, 10_000
 DATA_WIDTH, DATA_TOKENS, DATA_SEEDS = 32, [10_000 * 2**k for k in range(6)], [0, 1, 2]
-SIZE_TOKENS, WIDTHS = 320_000, [8, 12, 16, 24, 32, 48, 64]
-BUDGETS, MIN_STEPS, MAX_STEPS = [3e9, 1e10, 3e10], 30, 3000
+SIZE_TOKENS, WIDTHS = 320_000, [4, 6, 8, 12, 16, 24, 32, 48, 64]
+BUDGETS, MIN_STEPS, MAX_STEPS = [1e9, 3e9, 1e10, 3e10], 30, 9000
 
 
 def lr_for(width: int) -> float:
