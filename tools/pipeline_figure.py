@@ -28,7 +28,7 @@ BOXES: list[tuple[str, str]] = [
     ("model", "ch 2, 6"),
     ("loss", "ch 8"),
     ("gradient", "ch 6, 16"),
-    ("update", "ch 9, 11"),
+    ("update", "ch 9, 10, 11"),
 ]
 
 BOX_W, BOX_H, GAP, MARGIN = 136, 64, 32, 12
@@ -62,7 +62,7 @@ def draw() -> str:
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
         f'<text x="{MARGIN}" y="{ROW1 - 14}" {FONT} font-size="17" fill="#444">The data (chapters 3\u20135)</text>',
         f'<text x="{WIDTH - MARGIN}" y="{ROW2 - 14}" text-anchor="end" {FONT} font-size="17" fill="#444">'
-        "One training step, repeated (chapters 1, 6\u20139, 11)</text>",
+        "One training step, repeated (chapters 1, 6\u201311)</text>",
     ]
     for i, (name, chapters) in enumerate(BOXES):
         x, y = _box(i)
