@@ -8,84 +8,67 @@ Encoding new text applies the same merges, in the order they were learned.
 
 Two details make it work well:
 
-- **Pre-split.** Before any merge, the text is cut into pieces with a regular
-  expression like GPT-2's (``PATTERN``): a word with the space in front of it,
-  a run of digits, a run of punctuation, a run of whitespace. Merges never cross a
+- **Pre-split.** Before any merge, the text is cut into pieces with GPT-2's regular
+  expression (``PATTERN``, in `lmlib.pretokenize`): a word with the space in front of
+  it, a run of digits, a run of punctuation, a run of whitespace. Merges never cross a
   piece boundary, so tokens are word parts, not "d th" spanning two words.
 - **Special tokens** (by default ``<|endoftext|>``) get ids of their own after the
-  merges. Ordinary text never encodes to them (a text containing the characters
-  "<|endoftext|>" encodes them as bytes); ``encode(..., allow_special=True)`` and
-  ``encode_documents`` put them in on purpose, to mark where a document ends.
+  merges. Training cuts them out of the text first, so no merge crosses into them.
+  Ordinary text never encodes to them (a text containing the characters
+  "<|endoftext|>" encodes them as bytes); ``encode(..., allowed_special="all")`` (as in
+  tiktoken) and ``encode_documents`` put them in on purpose, to mark where a document ends.
+
+Ties between equally frequent pairs go to the lexicographically greatest pair of byte
+strings (the rule of the usual reference trainers), so training is deterministic.
 
 Two backends sit behind one tokenizer class, `BPETokenizer`:
 
 - ``"scratch"``: the pure-Python code in this module, written to be read
   (`pair_counts`, `merge_pair`, `train_merges`, `encode_piece`).
-- ``"fast"``: Rust engines for real corpora (`lmlib.bpe_fast`): Hugging Face
-  ``tokenizers`` trains, with the same pre-split, and ``tiktoken`` encodes. Given the
-  same merges, both backends give the same ids (the tests check it).
+- ``"fast"``: for real corpora (`lmlib.bpe_fast`): the pieces are counted on several
+  threads and ``tiktoken`` encodes. Both backends learn the same merges and give the
+  same ids (the tests check it).
 
 A saved tokenizer is JSON: ``{"kind": "bpe", "vocab": [...], "merges": [[a, b], ...],
-"special_tokens": [...], "pattern": ..., "backend": ...}``. The vocabulary's strings
+"special_tokens": [...], "pattern": ..., "backend": ...}`` (plus ``"ids"`` for a
+vocabulary numbered another way, like GPT-2's). The vocabulary's strings
 write each byte as one printable character (GPT-2's convention, `bytes_to_unicode`),
 so "Ġthe" is the token " the" and "Ċ" is a newline.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
 import numpy as np
+import regex
 
+from lmlib import bpe_fast  # (imports tiktoken only when an encoder is built)
 from lmlib.errors import LmlibError
+from lmlib.pretokenize import PATTERN, bytes_to_unicode, check_encodable, cut_text, pre_split, safe_cut, split_special
 from lmlib.tokenizers import Tokenizer
 
-__all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "cut_text", "encode_piece",
-           "merge_pair", "pair_counts", "pre_split", "safe_cut", "train_merges"]
+__all__ = ["BACKENDS", "EOT", "PATTERN", "BPETokenizer", "bytes_to_unicode", "count_pieces",
+           "cut_text", "encode_piece", "merge_pair", "pair_counts", "pre_split", "safe_cut", "train_merges"]
 
-#: GPT-2's pre-split, in Python's ``re`` syntax (GPT-2 uses \\p{L} and \\p{N}, which ``re``
-#: lacks): contractions, a word with an optional space in front, a number, a run of other
-#: symbols (underscore and combining marks included), whitespace not followed by a word
-#: (so that " word" keeps its space), other whitespace; the last branch matches any one
-#: character, so that every character of every text lands in some piece.
-PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+|[\s\S]"""
 EOT = "<|endoftext|>"
 BACKENDS = ("scratch", "fast")
 
 
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table: each of the 256 byte values as one printable character.
-
-    Printable ASCII and Latin-1 bytes stand for themselves; the others (control
-    characters, space, ...) are shifted to code points 256 and up, so " " is "Ġ"
-    and "\\n" is "Ċ". A token's bytes then read as a short, visible string.
-    """
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def _unicode_to_bytes() -> dict[str, int]:
-    return {s: b for b, s in bytes_to_unicode().items()}
-
-
 # --- the from-scratch trainer: short functions, meant to be read ---------------------------------
 
-def pre_split(text: str, pattern: str = PATTERN) -> list[str]:
-    """Cut text into the pieces that merges may not cross (words, numbers, symbols, spaces)."""
-    return re.findall(pattern, text)
+def count_pieces(chunks: Iterable[str], special_tokens: Collection[str] = ()) -> Counter:
+    """How often each pre-split piece occurs. Special tokens are cut out first, so that no
+    merge ever crosses into them (training on "<|endoftext|>" never learns "<|")."""
+    counts: Counter = Counter()
+    for chunk in chunks:
+        check_encodable(chunk)
+        for part in split_special(chunk, special_tokens)[::2]:
+            counts.update(pre_split(part))
+    return counts
 
 
 def pair_counts(words: dict[tuple[int, ...], int]) -> Counter:
@@ -110,9 +93,11 @@ def merge_pair(word: Sequence[int], pair: tuple[int, int], new_id: int) -> tuple
     return tuple(out)
 
 
-def _best_pair(counts: dict[tuple[int, int], int]) -> tuple[int, int]:
-    # The most frequent pair; on a tie, the one with the smallest ids (so training is deterministic).
-    return max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+def _best_pair(counts: dict[tuple[int, int], int], token_bytes: list[bytes]) -> tuple[int, int]:
+    # The most frequent pair; on a tie, the lexicographically greatest pair of byte strings
+    # (the rule of the usual reference trainers), so that training is deterministic.
+    top = max(counts.values())
+    return max((p for p, n in counts.items() if n == top), key=lambda p: (token_bytes[p[0]], token_bytes[p[1]]))
 
 
 def train_merges(word_counts: dict[str, int], n_merges: int) -> list[tuple[int, int]]:
@@ -122,10 +107,12 @@ def train_merges(word_counts: dict[str, int], n_merges: int) -> list[tuple[int, 
     textbook loop (count the pairs, merge the most frequent, repeat), made fast by
     keeping the pair counts up to date: after a merge, only the words that held the
     merged pair are recounted, instead of the whole text. It stops early when no
-    pair occurs twice (merging a pair seen once gains nothing).
+    pair occurs twice (merging a pair seen once gains nothing). Ties go to the
+    lexicographically greatest pair of byte strings.
     """
     words = [tuple(piece.encode("utf-8")) for piece in word_counts]
     freqs = list(word_counts.values())
+    token_bytes = [bytes([b]) for b in range(256)]
     counts: Counter = Counter()
     where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of words holding it
     for i, (word, n) in enumerate(zip(words, freqs)):
@@ -134,11 +121,12 @@ def train_merges(word_counts: dict[str, int], n_merges: int) -> list[tuple[int, 
             where[pair].add(i)
     merges: list[tuple[int, int]] = []
     while len(merges) < n_merges and counts:
-        pair = _best_pair(counts)
+        pair = _best_pair(counts, token_bytes)
         if counts[pair] < 2:
             break
         new_id = 256 + len(merges)
         merges.append(pair)
+        token_bytes.append(token_bytes[pair[0]] + token_bytes[pair[1]])
         for i in where.pop(pair):
             word, n = words[i], freqs[i]
             merged = merge_pair(word, pair, new_id)
@@ -172,34 +160,6 @@ def encode_piece(piece_bytes: bytes, ranks: dict[tuple[int, int], int]) -> list[
     return word
 
 
-def safe_cut(text: str) -> int:
-    """The largest k such that ``pre_split(text[:k]) + pre_split(text[k:]) == pre_split(text)``
-    is guaranteed (0 if none): just after a newline that has a non-space character on
-    both sides. Big texts are encoded in chunks cut there."""
-    k = len(text)
-    while True:
-        k = text.rfind("\n", 0, k)
-        if k <= 0:
-            return 0
-        if k + 1 < len(text) and not text[k - 1].isspace() and not text[k + 1].isspace():
-            return k + 1
-
-
-def cut_text(text: str, size: int) -> list[str]:
-    """``text`` in chunks of at most about ``size`` characters, each cut at a `safe_cut`, so
-    that pre-splitting (and encoding) the chunks one by one gives what the whole text gives.
-    A stretch with no safe place to cut stays whole."""
-    chunks, start = [], 0
-    while len(text) - start > size:
-        cut = safe_cut(text[start:start + size])
-        if cut == 0:
-            break
-        chunks.append(text[start:start + cut])
-        start += cut
-    chunks.append(text[start:])
-    return chunks
-
-
 # --- the tokenizer -------------------------------------------------------------------------------
 
 class BPETokenizer(Tokenizer):
@@ -207,7 +167,12 @@ class BPETokenizer(Tokenizer):
 
     Build one with `BPETokenizer.train(text, vocab_size)` (or `fit`, or `fit_chunks`
     for a file read piece by piece). ``backend="scratch"`` trains and encodes with
-    the Python code of this module; ``backend="fast"`` with Rust engines (`lmlib.bpe_fast`).
+    the Python code of this module; ``backend="fast"`` counts pieces on several threads
+    and encodes with tiktoken (`lmlib.bpe_fast`). Both learn the same merges.
+
+    ``ids`` renumbers the ordinary tokens: ``ids[t]`` is the id shown to the world of the
+    token made of bytes ``t < 256`` or by merge ``t - 256`` (GPT-2 orders its 256 byte
+    tokens differently from byte values; `lmlib.bpe_formats` reads such vocabularies).
     """
 
     kind = "bpe"
@@ -215,7 +180,7 @@ class BPETokenizer(Tokenizer):
     cache_limit = 1_000_000  # distinct pieces remembered with their ids before the cache is emptied
 
     def __init__(self, merges: Sequence[Sequence[int]], special_tokens: Sequence[str] = (EOT,),
-                 pattern: str = PATTERN, backend: str = "scratch") -> None:
+                 pattern: str = PATTERN, backend: str = "scratch", ids: Sequence[int] | None = None) -> None:
         if backend not in BACKENDS:
             raise LmlibError(f"unknown BPE backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self.merges: list[tuple[int, int]] = [(int(a), int(b)) for a, b in merges]
@@ -223,14 +188,29 @@ class BPETokenizer(Tokenizer):
             if not (0 <= a < 256 + k and 0 <= b < 256 + k):
                 raise LmlibError(f"BPE merge {k} ({a}, {b}) refers to a token not made yet; the tokenizer file is corrupt")
         self.special_tokens = list(special_tokens)
+        if len(set(self.special_tokens)) != len(self.special_tokens) or "" in self.special_tokens:
+            raise LmlibError(f"the BPE special tokens {self.special_tokens} hold a duplicate or an empty string; "
+                             "give each once")
         self.pattern, self.backend = pattern, backend
         # Each token's bytes: a byte, or the concatenation of the two tokens a merge joined.
-        self.token_bytes: list[bytes] = [bytes([b]) for b in range(256)]
+        self._bytes: list[bytes] = [bytes([b]) for b in range(256)]
         for a, b in self.merges:
-            self.token_bytes.append(self.token_bytes[a] + self.token_bytes[b])
+            self._bytes.append(self._bytes[a] + self._bytes[b])
+        n = len(self._bytes)
+        self._to_ext: np.ndarray | None = None
+        self.token_bytes = self._bytes  # by id
+        if ids is not None:
+            self._to_ext = np.asarray(ids, dtype=np.int32)
+            if self._to_ext.shape != (n,) or not np.array_equal(np.sort(self._to_ext), np.arange(n)):
+                raise LmlibError(f"a BPE tokenizer's ids must number its {n} ordinary tokens 0 to {n - 1}, "
+                                 "each once; the tokenizer file is corrupt")
+            if np.array_equal(self._to_ext, np.arange(n)):
+                self._to_ext = None
+            else:
+                self.token_bytes = [b""] * n
+                for t, i in enumerate(self._to_ext.tolist()):
+                    self.token_bytes[i] = self._bytes[t]
         to_str = bytes_to_unicode()
-        if len(set(self.special_tokens)) != len(self.special_tokens):
-            raise LmlibError(f"the BPE special tokens {self.special_tokens} hold a duplicate; give each once")
         # Not Tokenizer.__init__: two merges may (rarely) build the same bytes, e.g. (ab, c) and (a, bc);
         # they are different ids with the same text, and stoi keeps the first.
         self.vocab: list[str] = ["".join(to_str[c] for c in tb) for tb in self.token_bytes] + self.special_tokens
@@ -238,11 +218,16 @@ class BPETokenizer(Tokenizer):
         for i, s in enumerate(self.vocab):
             self.stoi.setdefault(s, i)
         self.ranks = {pair: k for k, pair in enumerate(self.merges)}
-        self.special_ids = {s: 256 + len(self.merges) + i for i, s in enumerate(self.special_tokens)}
-        self._regex = re.compile(pattern)
+        self.special_ids = {s: n + i for i, s in enumerate(self.special_tokens)}
+        self._regex = regex.compile(pattern)
         self._cache: dict[str, list[int]] = {}
         self._fast: Any = None  # the fast backend's encoder, see _fast_encoder
         self._fast_built = False
+
+    def with_special_tokens(self, special_tokens: Sequence[str]) -> BPETokenizer:
+        """The same merges with these special tokens (their ids follow the merges, in this order)."""
+        return BPETokenizer(self.merges, special_tokens, self.pattern, self.backend,
+                            None if self._to_ext is None else self._to_ext.tolist())
 
     # ---- training ------------------------------------------------------------------------------
     @classmethod
@@ -259,55 +244,65 @@ class BPETokenizer(Tokenizer):
     @classmethod
     def fit_chunks(cls, chunks: Iterable[str], vocab_size: int = 512, special_tokens: Sequence[str] = (EOT,),
                    backend: str = "scratch") -> BPETokenizer:
-        """Train on text given piece by piece (chunks should be cut with `safe_cut`)."""
+        """Train on text given piece by piece (chunks should be cut with `safe_cut`). Special
+        tokens in the text are cut out before counting: no merge crosses into them."""
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
             raise LmlibError(f"vocab_size must be an integer, got {vocab_size!r}")
         n_merges = vocab_size - 256 - len(special_tokens)
         if n_merges < 0:
             raise LmlibError(f"a byte-level BPE vocabulary holds the 256 bytes and {len(special_tokens)} special "
                              f"token(s): vocab_size must be at least {256 + len(special_tokens)}, got {vocab_size}")
-        if backend == "fast":
-            from lmlib import bpe_fast  # Rust engines, imported only when asked for
-
-            return cls(bpe_fast.train(chunks, n_merges), special_tokens, PATTERN, "fast")
-        if backend != "scratch":
+        if backend not in BACKENDS:
             raise LmlibError(f"unknown BPE backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        word_counts: Counter = Counter()
-        for chunk in chunks:
-            word_counts.update(pre_split(chunk))
+        if backend == "fast":
+            word_counts, train = bpe_fast.count_pieces(chunks, special_tokens), bpe_fast.train_merges
+        else:
+            word_counts, train = count_pieces(chunks, special_tokens), train_merges
         if not word_counts:
             raise LmlibError("cannot train a BPE tokenizer on empty text; give it some text")
-        return cls(train_merges(word_counts, n_merges), special_tokens, PATTERN, "scratch")
+        return cls(train(word_counts, n_merges), special_tokens, PATTERN, backend)
 
     # ---- encoding and decoding -----------------------------------------------------------------
-    def encode(self, text: str, allow_special: bool = False) -> list[int]:
-        return self.encode_array(text, allow_special).tolist()
+    def encode_array(self, text: str, allowed_special: str | Collection[str] = ()) -> np.ndarray:
+        check_encodable(text)  # one clear error for both backends (tiktoken would write U+FFFD)
+        return super().encode_array(text, allowed_special)
 
-    def encode_array(self, text: str, allow_special: bool = False) -> np.ndarray:
-        """Text to token ids. Special-token strings in the text are ordinary text unless
-        ``allow_special``; then each becomes its special id."""
-        if allow_special and self.special_tokens:
-            parts = re.split("(" + "|".join(map(re.escape, self.special_tokens)) + ")", text)
-            out = [np.array([self.special_ids[p]], np.int32) if i % 2 else self._encode_ordinary(p)
-                   for i, p in enumerate(parts) if p]
-            return np.concatenate(out) if out else np.zeros(0, np.int32)
-        return self._encode_ordinary(text)
-
-    def encode_documents(self, docs: Iterable[str], separator: str = EOT) -> np.ndarray:
-        """Several documents, each followed by the special token ``separator``."""
-        if separator not in self.special_ids:
-            raise LmlibError(f"{separator!r} is not one of this tokenizer's special tokens {self.special_tokens}")
-        sep = np.array([self.special_ids[separator]], np.int32)
-        return np.concatenate([a for d in docs for a in (self._encode_ordinary(d), sep)] or [np.zeros(0, np.int32)])
+    def encode_iterable(self, texts: Iterable[str], allowed_special: str | Collection[str] = ()) -> Iterator[int]:
+        """Ids of the concatenated ``texts`` (e.g. the lines of a file), yielded lazily: the
+        same ids as encoding the whole text at once, in memory that does not grow with it:
+        about 64K characters are held, then encoded up to their last `safe_cut` (a stretch
+        without whitespace is held whole; a special token holding whitespace must not be
+        split across two of ``texts``)."""
+        allowed = self._allowed(allowed_special)
+        parts: list[str] = []
+        size = 0
+        for t in texts:
+            parts.append(t)
+            size += len(t)
+            if size < 1 << 16:
+                continue
+            buf = "".join(parts)
+            k = safe_cut(buf)
+            while k and any(buf.startswith(s, k + 1) for s in allowed):  # a special ends a run like end of text
+                k = safe_cut(buf[:k])
+            if k:
+                yield from self.encode_array(buf[:k], allowed).tolist()
+                buf = buf[k:]
+            parts, size = [buf], len(buf)
+        if size:
+            yield from self.encode_array("".join(parts), allowed).tolist()
 
     def _encode_ordinary(self, text: str) -> np.ndarray:
         if self.backend == "fast" and (enc := self._fast_encoder()) is not None:
-            from lmlib import bpe_fast
-
-            return bpe_fast.encode(enc, text)
-        if len(text) > 1 << 22 and len(chunks := cut_text(text, 1 << 20)) > 1:
+            ids = bpe_fast.encode(enc, text)
+        elif len(text) > 1 << 22 and len(chunks := cut_text(text, 1 << 20)) > 1:
             # A big text in chunks, so that the list of its pieces stays small.
             return np.concatenate([self._encode_ordinary(c) for c in chunks])
+        else:
+            ids = self._encode_scratch(text)
+        return ids if self._to_ext is None else self._to_ext[ids]
+
+    def _encode_scratch(self, text: str) -> np.ndarray:
         # 1. Pre-split with the regular expression.
         pieces = self._regex.findall(text)
         if not pieces:
@@ -343,10 +338,7 @@ class BPETokenizer(Tokenizer):
     def _fast_encoder(self) -> Any:
         """tiktoken's encoder for these merges, built once (None where it cannot be used)."""
         if not self._fast_built:
-            from lmlib import bpe_fast
-
-            self._fast, self._fast_built = bpe_fast.encoder(self.token_bytes[:256 + len(self.merges)],
-                                                            self.pattern), True
+            self._fast, self._fast_built = bpe_fast.encoder(self._bytes, self.pattern), True
         return self._fast
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -363,8 +355,11 @@ class BPETokenizer(Tokenizer):
         return self.decode([i])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "vocab": list(self.vocab), "merges": [list(m) for m in self.merges],
-                "special_tokens": list(self.special_tokens), "pattern": self.pattern, "backend": self.backend}
+        d = {"kind": self.kind, "vocab": list(self.vocab), "merges": [list(m) for m in self.merges],
+             "special_tokens": list(self.special_tokens), "pattern": self.pattern, "backend": self.backend}
+        if self._to_ext is not None:
+            d["ids"] = self._to_ext.tolist()
+        return d
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> BPETokenizer:
@@ -373,7 +368,7 @@ class BPETokenizer(Tokenizer):
                 or not isinstance(special, list)):
             raise LmlibError("a bpe tokenizer needs 'merges' (a list of id pairs) and 'special_tokens'; "
                              "re-save the tokenizer")
-        tok = cls(merges, special, d.get("pattern", PATTERN), d.get("backend", "scratch"))
+        tok = cls(merges, special, d.get("pattern", PATTERN), d.get("backend", "scratch"), d.get("ids"))
         if tok.vocab != d["vocab"]:
             raise LmlibError("the bpe tokenizer's 'vocab' does not match its merges; the file is corrupt, re-save it")
         return tok

@@ -1,4 +1,4 @@
-"""The `lmlib` command: train, generate, evaluate, report, plot, tokenize.
+"""The `lmlib` command: train, generate, evaluate, report, plot, tokenize, export.
 
 Every TrainConfig and GPTConfig field is a flag (`--max-steps`, `--n-embd`, ...),
 generated from the dataclasses so the CLI can never drift from the library; a
@@ -104,7 +104,7 @@ def _default_prompt(tokenizer) -> str:
     return tokenizer.vocab[0]
 
 
-COMMAND_NAMES = ("train", "generate", "evaluate", "report", "plot", "tokenize")
+COMMAND_NAMES = ("train", "generate", "evaluate", "report", "plot", "tokenize", "finetune", "export")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -118,22 +118,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "evaluate": "loss, perplexity and accuracy of a checkpoint on a split",
         "report": "summarise a run's training_metrics.json",
         "plot": "redraw training_curve.png and loss_by_epoch.png from the metrics file",
-        "tokenize": "tokenize a text file once into a token file (.bin + .json)",
+        "tokenize": "tokenize a text file, folder or JSONL file once into a token file (.bin + .json)",
+        "finetune": "fine-tune a trained run to answer prompts (synthetic-chat, or a JSONL file of prompt/response)",
+        "export": "write a run as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json)",
     }
     subs = parser.subcommands = {name: sub.add_parser(name, help=helps[name]) for name in COMMAND_NAMES}
     if command in (None, "train"):
         _train_arguments(subs["train"])
     if command in (None, "generate"):
         _generate_arguments(subs["generate"])
+    if command in (None, "finetune"):
+        _finetune_arguments(subs["finetune"])
     if command in (None, "evaluate"):
         _evaluate_arguments(subs["evaluate"])
     subs["report"].add_argument("run_dir", nargs="?", default="checkpoints")
     subs["plot"].add_argument("run_dir", nargs="?", default="checkpoints")
     tk = subs["tokenize"]
-    tk.add_argument("text_file")
+    tk.add_argument("text_file", help="a UTF-8 text file, a folder of text files or a .jsonl file (a \"text\" "
+                    "field per line); documents get <|endoftext|> after each")
     tk.add_argument("--out", help="output path without suffix (default: next to the text file)")
     tk.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     tk.add_argument("--vocab-size", type=int, help="bpe: vocabulary size, 256 bytes + merges + 1 special (default 512)")
+    ex = subs["export"]
+    ex.add_argument("run_dir", help="a run directory (uses best.pt, else last.pt) or a .pt file")
+    ex.add_argument("--out", required=True, help="the folder to write; transformers' from_pretrained(OUT) loads it")
     return parser
 
 
@@ -142,7 +150,8 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     from lmlib.run import PRESETS
     from lmlib.trainer import TrainConfig
 
-    t.add_argument("data", help="'synthetic', 'shakespeare', a UTF-8 text file, or a token file (.bin)")
+    t.add_argument("data", help="'synthetic', 'shakespeare', a UTF-8 text file, a folder of text files or a .jsonl "
+                   "file (documents, <|endoftext|> after each), or a token file (.bin)")
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe; other flags override it")
     t.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char",
                    help="for text files (default char; bpe: byte-level BPE trained on the file)")
@@ -165,6 +174,20 @@ def _device_argument(p: argparse.ArgumentParser) -> None:
                    help="where the model runs (default auto: CUDA if present, then MPS, then the CPU)")
 
 
+def _finetune_arguments(f: argparse.ArgumentParser) -> None:
+    f.add_argument("base_run", help="the pretrained run's folder (uses best.pt, else last.pt)")
+    f.add_argument("data", help="'synthetic-chat' (questions with an exact answer key) or a JSONL file of "
+                                "{\"prompt\": ..., \"response\": ...} or {\"messages\": [...]} records")
+    f.add_argument("--out-dir", required=True)
+    f.add_argument("--epochs", type=int, default=3)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--n-examples", type=int, default=2000, help="synthetic-chat: training examples")
+    f.add_argument("--seed", type=int, default=1337)
+    f.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning from OUT_DIR/last.pt")
+    f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
 def _generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("checkpoint", help="a .pt file or a run directory (uses best.pt)")
     g.add_argument("--prompt", default=None,
@@ -173,16 +196,23 @@ def _generate_arguments(g: argparse.ArgumentParser) -> None:
                         "no newline, such as the synthetic corpus's)")
     g.add_argument("--max-new-tokens", type=int, default=300)
     g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
+    g.add_argument("--top-p", type=float, default=None,
+                   help="sample only among the likeliest tokens whose probabilities add up to p (nucleus sampling)")
     g.add_argument("--seed", type=int, default=None,
                    help="the same seed gives the same text (default: a fresh sample each time)")
     g.add_argument("--top", type=int, default=0, help="instead of sampling, show the N likeliest next tokens")
+    g.add_argument("--chat", action="store_true",
+                   help="a fine-tuned chat model: wrap the prompt in the chat template and print the answer")
+    g.add_argument("--no-stop-at-eot", action="store_true",
+                   help="keep generating after the end-of-text token <|endoftext|> (default: stop there)")
     _device_argument(g)
 
 
 def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("checkpoint")
-    e.add_argument("--data", help="text or token file (synthetic runs: not stored, so this is needed too)")
+    e.add_argument("--data", help="text or token file (synthetic runs: not stored, so this is needed too), or "
+                                  "'synthetic-chat': a fine-tuned model's loss and exact-match accuracy on held-out questions")
     e.add_argument("--split", choices=["train", "val"], default="val")
     e.add_argument("--val-fraction", type=float, default=None,
                    help="share of --data at its end that is the validation split. When --data is the run's own "
@@ -242,11 +272,23 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     model, tok, _ = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
     prompt = _default_prompt(tok) if a.prompt is None else _unescape(a.prompt)
-    if a.top:
+    if a.chat:
+        from lmlib.evaluate import generate_ids
+        from lmlib.instruct import END, prompt_ids
+
+        if END not in tok.special_ids:
+            raise LmlibError(f"{a.checkpoint} is not a chat model (no {END} token): fine-tune it with lmlib finetune")
+        ids = generate_ids(model, prompt_ids(tok, prompt), a.max_new_tokens, a.temperature, a.top_k, a.top_p,
+                           None if a.seed is None else torch_generator(a.seed), stop_ids=[tok.special_ids[END]])
+        print(tok.decode(ids[:-1] if ids[-1:] == [tok.special_ids[END]] else ids))
+    elif a.top:
         for token, p in next_token_distribution(model, tok, prompt, a.top):
             print(f"{token!r:>16}  {p:.4f}")
     else:
-        print(generate(model, tok, prompt, a.max_new_tokens, a.temperature, a.top_k, seed=a.seed))
+        eot = getattr(tok, "special_ids", {}).get("<|endoftext|>")
+        stop = () if a.no_stop_at_eot or eot is None else (eot,)
+        print(generate(model, tok, prompt, a.max_new_tokens, a.temperature, a.top_k, seed=a.seed,
+                       top_p=a.top_p, stop_ids=stop))
     return 0
 
 
@@ -258,6 +300,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from lmlib.evaluate import estimate_loss
 
     model, tok, state = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
+    if a.data == "synthetic-chat":  # a fine-tuned model against the answer key
+        from lmlib.finetune import chat_rows
+        from lmlib.instruct import answer_accuracy, make_examples
+
+        test = make_examples(300, "test")
+        tokens, mask = chat_rows(tok, test, model.config.block_size)
+        r = estimate_loss(model, tokens, a.batch_size, model.config.block_size, mask=mask)
+        key = answer_accuracy(model, tok, test)
+        print(f"test: loss {r['loss']:.4f} on {r['tokens']:,} response tokens  exact-match accuracy "
+              f"{key['accuracy']:.3f} ({key['n']} questions; " + ", ".join(f"{k} {v:.3f}" for k, v in key["by_kind"].items())
+              + ")")
+        return 0
     if a.data:
         path = Path(a.data)
         if path.suffix in (".bin", ".json"):
@@ -313,16 +367,57 @@ def cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tokenize(a: argparse.Namespace) -> int:
-    from lmlib import data as D
+def torch_generator(seed: int):
+    import torch
 
-    tf = D.tokenize_file(a.text_file, a.out, kind=a.tokenizer, vocab_size=a.vocab_size)
+    return torch.Generator().manual_seed(seed)
+
+
+def cmd_finetune(a: argparse.Namespace) -> int:
+    from lmlib.finetune import finetune, load_chat_jsonl
+    from lmlib.instruct import make_examples
+
+    if a.data == "synthetic-chat":
+        train, val, test = (make_examples(n, s, seed=a.seed) for n, s in
+                            ((a.n_examples, "train"), (max(1, a.n_examples // 10), "val"), (300, "test")))
+    else:
+        records = load_chat_jsonl(a.data)  # every broken line reported before anything is written
+        cut = len(records) - max(1, len(records) // 10) if len(records) > 1 else 1
+        train, val, test = records[:cut], records[cut:], ()
+    result = finetune(a.base_run, train, val, test=test, out_dir=a.out_dir, epochs=a.epochs, lr=a.lr,
+                      batch_size=a.batch_size, seed=a.seed, resume=a.resume, progress=a.progress)
+    print(f"{result.status} after {result.steps} steps; artifacts in {a.out_dir}/")
+    if "answer_key" in result.metrics:
+        key = result.metrics["answer_key"]
+        print(f"exact-match accuracy on {key['n']} held-out questions: {key['accuracy']:.3f} "
+              + " ".join(f"{k} {v:.3f}" for k, v in key["by_kind"].items()))
+    return 1 if result.status == "diverged" else 0
+
+
+def cmd_tokenize(a: argparse.Namespace) -> int:
+    from lmlib import tokenfile
+    from lmlib.documents import is_documents
+
+    if is_documents(a.text_file):  # a folder or a .jsonl file: documents, <|endoftext|> after each
+        src = Path(a.text_file)
+        out = a.out or src.with_name(f"{src.stem}.{a.tokenizer}")
+        tf = tokenfile.tokenize_documents(src, out, kind=a.tokenizer, vocab_size=a.vocab_size)
+    else:
+        tf = tokenfile.tokenize_file(a.text_file, a.out, kind=a.tokenizer, vocab_size=a.vocab_size)
     print(f"{tf.meta['n_tokens']:,} tokens, vocabulary {tf.meta['vocab_size']} -> {tf.bin_path}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "report": cmd_report, "plot": cmd_plot, "tokenize": cmd_tokenize}
+def cmd_export(a: argparse.Namespace) -> int:
+    from lmlib.hf import export_run
+
+    out = export_run(a.run_dir, a.out)
+    print(f"Hugging Face GPT-2 folder written to {out}/ (load it with from_pretrained({str(out)!r}))")
+    return 0
+
+
+COMMANDS = {"finetune": cmd_finetune, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
+            "report": cmd_report, "plot": cmd_plot, "tokenize": cmd_tokenize, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmlib import tokenfile
+from lmlib.documents import documents_digest, is_documents
 from lmlib.download import default_cache_dir
 from lmlib.errors import LmlibError
 from lmlib.fsutil import sha256_file
+from lmlib.pretokenize import PATTERN
 from lmlib.tokenfile import (  # noqa: F401  (the token file format lived here: re-exported)
     DEFAULT_CHUNK_BYTES,
     FORMAT,
@@ -68,6 +71,10 @@ class TokenData:
     name: str
     meta: dict[str, Any] = field(default_factory=dict)
     corpus: SyntheticCorpus | None = None  # the true distribution, for synthetic data
+    # Loss masks (1 = this token is a target that counts), parallel to train and val:
+    # fine-tuning trains on the responses only (`lmlib.finetune`). None: every token counts.
+    train_mask: np.ndarray | None = None
+    val_mask: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -98,20 +105,23 @@ def _map_part(tokens: np.memmap, start: int, count: int) -> np.ndarray:
 
 def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | None = None,
                  val_fraction: float = DEFAULT_VAL_FRACTION, vocab_size: int | None = None) -> TokenData:
-    """Tokenize a text file once (cached) and split it into train/val.
+    """Tokenize a text file, a folder of text files or a JSONL file once (cached) and split
+    it into train/val. Documents (a folder's files, JSONL records) are each followed by
+    ``<|endoftext|>`` (`lmlib.tokenfile.tokenize_documents`).
 
     The token file lives in ``cache_dir`` (default ``<lmlib cache>/tokens``) as
     ``<stem>-<sha256 prefix>-<kind>``; it is reused while the text's sha256 and kind match.
     kind "bpe" trains a byte-level BPE tokenizer of ``vocab_size`` (default 512) on the
     file (`lmlib.bpe`, fast backend), cached as ``...-bpe<vocab_size>``.
     """
-    src = _check_source(path)
+    docs = is_documents(path)
+    src = Path(path) if docs else _check_source(path)
     tokenizer_class(kind)  # fail early on a bad kind
     if kind == "bpe":
         vocab_size = 512 if vocab_size is None else vocab_size
     elif vocab_size is not None:
         raise LmlibError(f"vocab_size is for a bpe tokenizer; a {kind} tokenizer's vocabulary is the text's symbols")
-    sha = sha256_file(src)
+    sha = documents_digest(src)[0] if docs else sha256_file(src)
     tag = f"bpe{vocab_size}" if kind == "bpe" else kind
     base = Path(cache_dir if cache_dir is not None else default_cache_dir() / "tokens") / f"{src.stem}-{sha[:16]}-{tag}"
     tf = None
@@ -120,10 +130,12 @@ def prepare_text(path: str | Path, kind: str = "char", cache_dir: str | Path | N
             tf = load_token_file(base)
         except LmlibError:  # corrupt or outdated cache entry: rebuild it
             tf = None
-        if tf is not None and (tf.meta.get("source_sha256") != sha or tf.tokenizer.kind != kind):
+        if tf is not None and (tf.meta.get("source_sha256") != sha or tf.tokenizer.kind != kind
+                               or getattr(tf.tokenizer, "pattern", PATTERN) != PATTERN):  # an older BPE
             tf = None
     if tf is None:
-        tf = tokenize_file(src, base, kind=kind, vocab_size=vocab_size)
+        tf = (tokenfile.tokenize_documents(src, base, kind=kind, vocab_size=vocab_size) if docs
+              else tokenize_file(src, base, kind=kind, vocab_size=vocab_size))
     train, val = split_tokens(tf.tokens, val_fraction)
     meta = {**tf.meta, "token_file": str(tf.bin_path), "val_fraction": val_fraction}
     return TokenData(train=train, val=val, tokenizer=tf.tokenizer, name=src.stem, meta=meta)
@@ -133,7 +145,8 @@ def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray | None:
     """UTF-8 bytes of each token id's text, for tokenizers that keep every byte of the
     text (char, bpe; special tokens count 0); None for a word tokenizer (it drops spaces)."""
     if tokenizer.kind == "char":
-        return np.array([len(c.encode("utf-8", "surrogatepass")) for c in tokenizer.vocab], dtype=np.int64)
+        n = [len(c.encode("utf-8", "surrogatepass")) for c in tokenizer.ordinary_vocab]
+        return np.array(n + [0] * len(tokenizer.special_tokens), dtype=np.int64)
     if tokenizer.kind == "bpe":
         tb = tokenizer.token_bytes  # type: ignore[attr-defined]
         return np.array([len(b) for b in tb] + [0] * (tokenizer.vocab_size - len(tb)), dtype=np.int64)
@@ -177,9 +190,13 @@ def check_enough_tokens(tokens: np.ndarray | Sequence[int], block_size: int) -> 
                          "use a smaller block_size or more data")
 
 
-def windows_to_batch(tokens: np.ndarray, starts: np.ndarray | Sequence[int],
-                     block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) int64 tensors of shape (len(starts), block_size) for windows starting at ``starts``."""
+def windows_to_batch(tokens: np.ndarray, starts: np.ndarray | Sequence[int], block_size: int,
+                     mask: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) int64 tensors of shape (len(starts), block_size) for windows starting at ``starts``.
+
+    With a loss ``mask`` (parallel to ``tokens``), a target whose mask is 0 becomes -100,
+    the index `torch.nn.functional.cross_entropy` ignores.
+    """
     import torch
 
     starts = np.asarray(starts, dtype=np.int64).reshape(-1)
@@ -191,7 +208,11 @@ def windows_to_batch(tokens: np.ndarray, starts: np.ndarray | Sequence[int],
     else:
         w = tokens[starts[:, None] + np.arange(block_size + 1)]
     w = torch.from_numpy(np.asarray(w, dtype=np.int64))
-    return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+    x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
+    if mask is not None:
+        keep = torch.from_numpy(np.asarray(mask[starts[:, None] + np.arange(1, block_size + 1)], dtype=bool))
+        y[~keep] = -100
+    return x, y
 
 
 def _read_windows(tokens: np.memmap, starts: np.ndarray, n: int) -> np.ndarray:
@@ -268,8 +289,8 @@ def eval_window_starts(n_tokens: int, block_size: int, max_windows: int | None =
     return idx * block_size
 
 
-def iter_eval_batches(tokens: np.ndarray, batch_size: int, block_size: int,
-                      max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iter_eval_batches(tokens: np.ndarray, batch_size: int, block_size: int, max_batches: int | None = None,
+                      mask: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Deterministic (x, y) batches of non-overlapping windows covering the whole split.
 
     The last batch may be smaller. With max_batches, windows are evenly spaced
@@ -279,5 +300,6 @@ def iter_eval_batches(tokens: np.ndarray, batch_size: int, block_size: int,
         raise LmlibError(f"batch_size must be at least 1, got {batch_size}")
     starts = eval_window_starts(len(tokens), block_size, None if max_batches is None else max_batches * batch_size)
     # A generator expression, not a generator function: bad arguments raise here, not at the first batch.
-    return (windows_to_batch(tokens, starts[i:i + batch_size], block_size) for i in range(0, len(starts), batch_size))
+    return (windows_to_batch(tokens, starts[i:i + batch_size], block_size, mask)
+            for i in range(0, len(starts), batch_size))
 

@@ -9,7 +9,7 @@ output is fed back in as input, one token at a time.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from lmlib import data as D
 from lmlib.errors import LmlibError
+from lmlib.model import KVCache
 
 
 @contextmanager
@@ -40,26 +41,29 @@ def estimate_loss(
     max_batches: int | None = None,
     device: torch.device | str | None = None,
     autocast=None,
+    mask: np.ndarray | None = None,
 ) -> dict:
     """Mean loss, perplexity and next-token accuracy over non-overlapping windows.
 
     With `max_batches=None` every window of the split is used (the "whole split"
     number); otherwise the first `max_batches` batches of an evenly spread,
     deterministic set, so successive validations are comparable. The batches go to
-    `device`, by default the one the model's weights are on.
+    `device`, by default the one the model's weights are on. With a loss `mask`
+    (parallel to `tokens`), only the targets it marks count.
     """
     if device is None:
         device = next(model.parameters()).device
     total_loss, correct, count = 0.0, 0, 0
     with eval_mode(model):
-        for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches):
+        for x, y in D.iter_eval_batches(tokens, batch_size, block_size, max_batches, mask):
             x, y = x.to(device), y.to(device)
             with autocast or nullcontext():
                 logits, _ = model(x)
             logits = logits.float()
             total_loss += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-            correct += (logits.argmax(-1) == y).sum().item()
-            count += y.numel()
+            counted = y != -100  # (masked targets are left out, as cross_entropy leaves them out)
+            correct += ((logits.argmax(-1) == y) & counted).sum().item()
+            count += counted.sum().item()
     if count == 0:
         raise LmlibError(f"the split has too few tokens ({len(tokens)}) for one window of {block_size + 1}")
     loss = total_loss / count
@@ -94,7 +98,78 @@ def next_token_distribution(
     return [(name(i), p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
 
 
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> int:
+    """One token id drawn from next-token `logits` (V,): greedy at temperature 0.
+
+    top_k keeps the k likeliest tokens; top_p ("nucleus") keeps the fewest
+    likeliest tokens whose probabilities add up to at least p; the rest get zero.
+    """
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+        logits[logits < kth] = -float("inf")
+    probs = F.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(0) - sorted_probs < top_p  # the mass before a token is still short of p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
 @torch.no_grad()
+def generate_ids(
+    model: torch.nn.Module,
+    ids: list[int],
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    stop_ids: Collection[int] = (),
+    cache: bool = True,
+) -> list[int]:
+    """The new token ids that continue `ids` (at most `max_new_tokens`; a token in
+    `stop_ids`, e.g. an end-of-text token, ends the generation and is the last one returned).
+
+    With `cache` (the default) each step runs the model on the new token only,
+    reusing the earlier positions' keys and values (`lmlib.model.KVCache`). Once the
+    text is longer than the context, every position shifts by one at each step
+    (the position embeddings are absolute), so the cache is rebuilt from the last
+    `block_size` tokens: from there on a step costs what it costs without a cache.
+    Both ways compute the same logits up to float rounding.
+    """
+    if temperature < 0:
+        raise LmlibError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k <= 0:
+        raise LmlibError(f"top_k must be positive, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise LmlibError(f"top_p must be in (0, 1], got {top_p}")
+    if not ids:
+        raise LmlibError("the prompt is empty: give at least one token")
+    device = next(model.parameters()).device
+    T = model.config.block_size
+    ids, new, stop_ids = list(ids), [], set(stop_ids)
+    kv, pending = None, ids[-T:]  # the tokens the cache does not hold yet
+    with eval_mode(model):
+        for _ in range(max_new_tokens):
+            if not cache:
+                logits = model(torch.tensor(ids[-T:], dtype=torch.long, device=device)[None])[0]
+            else:
+                if kv is None or kv.length + len(pending) > T:  # (re)start from the last T tokens
+                    kv, pending = KVCache(model.config.n_layer), ids[-T:]
+                logits = model.decode(torch.tensor(pending, dtype=torch.long, device=device)[None], kv)
+            token = sample_next(logits[0, -1].float().cpu(), temperature, top_k, top_p, generator)
+            ids.append(token)
+            new.append(token)
+            pending = [token]
+            if token in stop_ids:
+                break
+    return new
+
+
 def generate(
     model: torch.nn.Module,
     tokenizer,
@@ -103,41 +178,29 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int | None = None,
+    *,
+    top_p: float | None = None,
+    stop_ids: Collection[int] = (),
+    cache: bool = True,
 ) -> str:
     """Sample a continuation of `prompt` (returned with the prompt).
 
     temperature < 1 sharpens the distribution (safer, more repetitive), > 1 flattens
-    it; top_k keeps only the k likeliest tokens at each step; temperature 0 is greedy.
+    it; top_k keeps only the k likeliest tokens at each step, top_p the likeliest
+    whose probabilities add up to p; temperature 0 is greedy. Generation stops early
+    after a token in `stop_ids` (e.g. the end-of-text token
+    ``tokenizer.special_ids["<|endoftext|>"]``), which is kept in the text. See
+    `generate_ids` for the key/value cache.
 
     With a `seed`, the text is the same on every call and torch's global random state
     is left as it was (the draws come from a generator of their own). With `seed=None`,
     each call draws from torch's global random generator: a fresh sample every time,
     reproducible as a whole with `torch.manual_seed`.
     """
-    if temperature < 0:
-        raise LmlibError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k <= 0:
-        raise LmlibError(f"top_k must be positive, got {top_k}")
-    device = next(model.parameters()).device
-    gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
     ids = list(prompt) if not isinstance(prompt, str) else tokenizer.encode(prompt)
-    if not ids:
-        raise LmlibError("the prompt is empty: give at least one token")
-    T = model.config.block_size
-    with eval_mode(model):
-        for _ in range(max_new_tokens):
-            idx = torch.tensor(ids[-T:], dtype=torch.long, device=device)[None]
-            logits, _ = model(idx)
-            logits = logits[0, -1].float().cpu()
-            if temperature == 0:
-                ids.append(int(logits.argmax()))
-                continue
-            logits = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits[logits < kth] = -float("inf")
-            ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen)))
-    return tokenizer.decode(ids)
+    gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
+    new = generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, gen, stop_ids, cache)
+    return tokenizer.decode(ids + new)
 
 
 def compare_with_truth(model: torch.nn.Module, tokenizer, corpus, context: str, k: int = 5) -> list[dict]:

@@ -4,7 +4,12 @@ The model maps a batch of token ids (B, T) to next-token logits (B, T, V). It kn
 nothing about data, tokenizers or training: those live in other modules.
 
 Shapes in comments: B batch, T time (context length), C channels (n_embd),
-H heads, D = C // H head size, V vocabulary size.
+H heads, D = C // H head size, V vocabulary size, P positions already in a
+`KVCache`.
+
+`forward` is what training and evaluation run. `decode` is the same computation
+for generation, token by token, reusing the keys and values of earlier positions
+from a `KVCache` instead of recomputing them.
 """
 
 from __future__ import annotations
@@ -47,6 +52,33 @@ class GPTConfig:
         return cls(**known)
 
 
+class KVCache:
+    """The keys and values of the positions seen so far, one (B, H, P, D) pair per layer.
+
+    When generating, each new token attends to every earlier one, but the earlier
+    tokens' keys and values never change (a position never looks ahead). Keeping them
+    turns each step's pass over the whole context into a pass over the new token.
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        """P: the number of positions cached."""
+        k = self.keys[0]
+        return 0 if k is None else k.size(2)
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this call's (B, H, T, D) keys and values; return all of them, (B, H, P + T, D)."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -70,6 +102,17 @@ class CausalSelfAttention(nn.Module):
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
         return self.resid_drop(self.proj(y))
+
+    def decode(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """`forward` for T new positions after the P in `cache` (inference only, no dropout)."""
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
+        k, v = cache.extend(layer, k, v)  # (B, H, P + T, D)
+        P = k.size(2) - T
+        # New position i may look at keys 0 .. P + i; a single new token sees them all.
+        mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P) if T > 1 else None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
 class MLP(nn.Module):
@@ -107,6 +150,10 @@ class Block(nn.Module):
             trace["ffn"].append(m.detach())
             trace["residual"].append(x.detach())
         return x
+
+    def decode(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        x = x + self.attn.decode(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
 
 
 class GPT(nn.Module):
@@ -179,6 +226,21 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
+
+    @torch.no_grad()
+    def decode(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, T, V) for tokens `idx` that follow the `cache.length` positions in `cache`.
+
+        The same numbers as `forward` on the whole sequence (up to rounding), for the
+        cost of the new tokens only; the cache grows by T positions.
+        """
+        P, T = cache.length, idx.size(1)
+        if P + T > self.config.block_size:
+            raise LmlibError(f"input has {P + T} tokens but the model's context is {self.config.block_size}")
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(P, P + T, device=idx.device))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block.decode(x, cache, i)
+        return self.lm_head(self.ln_f(x))
 
     @torch.no_grad()
     def trace(self, idx: torch.Tensor) -> dict:

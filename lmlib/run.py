@@ -68,7 +68,9 @@ def load_data(
     cache_dir: str | Path | None = None,
 ) -> D.TokenData:
     """`synthetic` (the built-in corpus, word level), `shakespeare` (downloaded once and
-    cached), a token file (`.bin` with its `.json` sidecar), or any UTF-8 text file.
+    cached), a token file (`.bin` with its `.json` sidecar), any UTF-8 text file, or
+    documents: a folder of text files or a `.jsonl` file, with `<|endoftext|>` after each
+    document (`lmlib.data.prepare_text`).
     """
     if source == "synthetic":
         return D.synthetic_data(n_tokens=n_tokens or 200_000, seed=seed,

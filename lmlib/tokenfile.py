@@ -18,11 +18,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from lmlib.documents import EOT, documents_digest, iter_documents
 from lmlib.errors import LmlibError, UnknownSymbolError
 from lmlib.fsutil import atomic_write, atomic_write_text
+from lmlib.pretokenize import safe_cut
 from lmlib.tokenizers import Tokenizer, tokenizer_class, tokenizer_from_dict
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "FORMAT", "VERSION", "TokenFile", "load_token_file", "tokenize_file"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "FORMAT", "VERSION", "TokenFile", "load_token_file", "tokenize_documents",
+           "tokenize_file"]
 
 FORMAT, VERSION = "lmlib-tokens", 1
 DEFAULT_CHUNK_BYTES = 8 << 20  # 8 MiB of text at a time: a char chunk becomes ~4x that as UTF-32
@@ -60,7 +63,7 @@ def _iter_text(path: Path, chunk_bytes: int, whole_words: bool | Callable[[str],
     A chunk never ends inside a UTF-8 sequence and, with whole_words, never
     inside a word (it ends just after whitespace), so tokens never straddle chunks.
     whole_words may also be a function giving where a text may be cut (0: nowhere yet),
-    such as `lmlib.bpe.safe_cut`.
+    such as `lmlib.pretokenize.safe_cut`.
     """
     carry_bytes, carry_text = b"", ""
     byte_pos = char_pos = 0  # byte offset of carry_bytes, characters yielded so far
@@ -139,8 +142,6 @@ def tokenize_file(text_path: str | Path, out_path: str | Path | None = None, kin
         raise LmlibError(f"chunk_bytes must be at least 16, got {chunk_bytes}")
     whole_words: bool | Callable[[str], int] = kind == "word"
     if kind == "bpe":
-        from lmlib.bpe import safe_cut
-
         whole_words = safe_cut  # chunks cut where BPE's pre-split is unchanged
     elif vocab_size is not None:
         raise LmlibError(f"vocab_size is for a bpe tokenizer; a {kind} tokenizer's vocabulary is the text's symbols")
@@ -175,6 +176,58 @@ def tokenize_file(text_path: str | Path, out_path: str | Path | None = None, kin
     meta = {"format": FORMAT, "version": VERSION, "dtype": dtype.name, "n_tokens": n_tokens,
             "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.to_dict(), "source": src.name,
             "source_bytes": src.stat().st_size, "source_sha256": hasher.hexdigest()}
+    atomic_write_text(json_path, json.dumps(meta, ensure_ascii=False) + "\n")
+    return load_token_file(bin_path)
+
+
+def tokenize_documents(source: str | Path, out_path: str | Path, kind: str = "char",
+                       tokenizer: Tokenizer | None = None, vocab_size: int | None = None,
+                       bpe_backend: str = "fast") -> TokenFile:
+    """Tokenize the documents of a folder or a JSONL file (`lmlib.documents`) into a token
+    file, each document followed by the end-of-text token ``<|endoftext|>``.
+
+    The tokenizer (unless given) is fitted on the documents with that token as a special
+    token: for "bpe" it is the default anyway; a "char" or "word" tokenizer gets it after its
+    symbols. A given tokenizer must have it. Documents are read one at a time, twice (fit,
+    then encode); ``source_bytes`` in the sidecar counts the documents' text, not the JSON.
+    """
+    if tokenizer is None:
+        cls = tokenizer_class(kind)
+        if kind == "bpe":
+            extra: dict[str, Any] = {"vocab_size": 512 if vocab_size is None else vocab_size, "backend": bpe_backend}
+        elif vocab_size is not None:
+            raise LmlibError(f"vocab_size is for a bpe tokenizer; a {kind} tokenizer's vocabulary is the text's symbols")
+        else:
+            extra = {}
+        tokenizer = cls.fit_chunks(iter_documents(source), special_tokens=[EOT], **extra)
+    if EOT not in tokenizer.special_ids:
+        raise LmlibError(f"the {tokenizer.kind} tokenizer has no {EOT} special token to separate documents; "
+                         "add it with tokenizer.with_special_tokens")
+    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
+    bin_path, json_path = _paths(out_path)
+    eot = np.array([tokenizer.special_ids[EOT]], dtype=dtype)
+    n_tokens = n_docs = n_bytes = 0
+
+    def write_tokens(f: BinaryIO) -> None:
+        nonlocal n_tokens, n_docs, n_bytes
+        for doc in iter_documents(source):
+            try:
+                ids = tokenizer.encode_array(doc).astype(dtype)
+            except UnknownSymbolError as e:
+                raise UnknownSymbolError(f"{source}, document {n_docs + 1}: {e}", symbol=e.symbol,
+                                         position=e.position) from None
+            ids.tofile(f)
+            eot.tofile(f)
+            n_tokens, n_docs, n_bytes = n_tokens + len(ids) + 1, n_docs + 1, n_bytes + len(doc.encode("utf-8"))
+        if n_docs == 0:
+            raise LmlibError(f"{source} holds no documents; give a folder of text files or a .jsonl file")
+        json_path.unlink(missing_ok=True)
+
+    atomic_write(bin_path, write_tokens)
+    sha, _ = documents_digest(source)
+    meta = {"format": FORMAT, "version": VERSION, "dtype": dtype.name, "n_tokens": n_tokens,
+            "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.to_dict(), "source": Path(source).name,
+            "source_bytes": n_bytes, "source_sha256": sha, "n_documents": n_docs}
     atomic_write_text(json_path, json.dumps(meta, ensure_ascii=False) + "\n")
     return load_token_file(bin_path)
 

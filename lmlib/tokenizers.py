@@ -15,6 +15,12 @@ Nothing is silently dropped. The only exception is a ``WordTokenizer`` fitted
 with ``unk=True``: its vocabulary has an explicit ``<unk>`` token and unknown
 words map to it.
 
+Special tokens (opt-in here, e.g. ``CharTokenizer.fit(text, special_tokens=["<|endoftext|>"])``
+or ``tok.with_special_tokens([...])``) follow the ordinary vocabulary: each is one id, never
+part of the ordinary vocabulary, and encodes only where allowed
+(``encode(text, allowed_special="all")``, as in tiktoken); decode gives it back. Without
+them a vocabulary is exactly the text's symbols, as always.
+
 Both kinds save to JSON as ``{"kind": ..., "vocab": [...], ...}``; use
 ``load_tokenizer(path)`` or ``tokenizer_from_dict(d)`` to get the right class back.
 """
@@ -23,13 +29,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
 from lmlib.errors import LmlibError, UnknownSymbolError
+from lmlib.fsutil import atomic_write_text
+from lmlib.pretokenize import split_special
 
 WORD_RE = re.compile(r"\n|\w+|[^\w\s]")
 UNK = "<unk>"
@@ -54,25 +62,61 @@ class Tokenizer:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, vocab: Sequence[str]) -> None:
-        self.vocab: list[str] = list(vocab)
-        if not self.vocab:
+    def __init__(self, vocab: Sequence[str], special_tokens: Sequence[str] = ()) -> None:
+        self.special_tokens: list[str] = list(special_tokens)
+        self.vocab: list[str] = list(vocab) + self.special_tokens
+        if len(self.vocab) == len(self.special_tokens):
             raise LmlibError(f"a {self.kind} tokenizer needs a non-empty vocabulary; fit it on some text")
         self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.vocab)}
-        if len(self.stoi) != len(self.vocab):
-            raise LmlibError(f"the {self.kind} tokenizer's vocabulary has duplicate symbols; rebuild it")
+        if len(self.stoi) != len(self.vocab) or "" in self.special_tokens:
+            raise LmlibError(f"the {self.kind} tokenizer's vocabulary has duplicate symbols (or an empty special "
+                             "token); rebuild it")
+        self.special_ids: dict[str, int] = {s: self.stoi[s] for s in self.special_tokens}
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def encode(self, text: str) -> list[int]:
-        """Text to a list of token ids."""
-        return self.encode_array(text).tolist()
+    def encode(self, text: str, allowed_special: str | Collection[str] = ()) -> list[int]:
+        """Text to a list of token ids (special tokens: see `encode_array`)."""
+        return self.encode_array(text, allowed_special).tolist()
 
-    def encode_array(self, text: str) -> np.ndarray:
-        """Text to an int32 array of token ids (the fast path for big texts)."""
+    def encode_array(self, text: str, allowed_special: str | Collection[str] = ()) -> np.ndarray:
+        """Text to an int32 array of token ids (the fast path for big texts). Special-token
+        strings in the text are ordinary text unless allowed (``allowed_special="all"`` or
+        a set of them, as in tiktoken); then each becomes its id, the longest first."""
+        parts = split_special(text, self._allowed(allowed_special))
+        if len(parts) == 1:
+            return self._encode_ordinary(text)
+        out = [np.array([self.special_ids[p]], np.int32) if i % 2 else self._encode_ordinary(p)
+               for i, p in enumerate(parts) if p]
+        return np.concatenate(out) if out else np.zeros(0, np.int32)
+
+    def _encode_ordinary(self, text: str) -> np.ndarray:
         raise NotImplementedError
+
+    def _allowed(self, allowed_special: str | Collection[str]) -> list[str]:
+        if allowed_special == "all":
+            return self.special_tokens
+        if isinstance(allowed_special, str):
+            raise LmlibError(f"allowed_special must be 'all' or a collection of special tokens, got {allowed_special!r}")
+        unknown = set(allowed_special) - set(self.special_tokens)
+        if unknown:
+            raise LmlibError(f"{sorted(unknown)} are not special tokens of this tokenizer ({self.special_tokens})")
+        return list(allowed_special)
+
+    def encode_documents(self, docs: Iterable[str], separator: str = "<|endoftext|>") -> np.ndarray:
+        """Several documents, each followed by the special token ``separator``."""
+        if separator not in self.special_ids:
+            raise LmlibError(f"{separator!r} is not one of this tokenizer's special tokens {self.special_tokens}; "
+                             "add it with with_special_tokens")
+        sep = np.array([self.special_ids[separator]], np.int32)
+        return np.concatenate([a for d in docs for a in (self.encode_array(d), sep)] or [np.zeros(0, np.int32)])
+
+    @property
+    def ordinary_vocab(self) -> list[str]:
+        """The vocabulary without the special tokens."""
+        return self.vocab[:len(self.vocab) - len(self.special_tokens)]
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Token ids back to text."""
@@ -87,7 +131,10 @@ class Tokenizer:
         return arr
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "vocab": list(self.vocab)}
+        d: dict[str, Any] = {"kind": self.kind, "vocab": self.ordinary_vocab}
+        if self.special_tokens:
+            d["special_tokens"] = list(self.special_tokens)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
@@ -97,7 +144,8 @@ class Tokenizer:
         return tok
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+        """Write the tokenizer as JSON, atomically (`lmlib.fsutil`): a crash never leaves half a file."""
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -119,11 +167,11 @@ class CharTokenizer(Tokenizer):
 
     kind = "char"
 
-    def __init__(self, vocab: Sequence[str]) -> None:
-        super().__init__(vocab)
-        if any(len(s) != 1 for s in self.vocab):
+    def __init__(self, vocab: Sequence[str], special_tokens: Sequence[str] = ()) -> None:
+        super().__init__(vocab, special_tokens)
+        if any(len(s) != 1 for s in self.ordinary_vocab):
             raise LmlibError("a char tokenizer's vocabulary must hold single characters; rebuild it")
-        self._codes = np.array([ord(c) for c in self.vocab], dtype="<u4")
+        self._codes = np.array([ord(c) for c in self.ordinary_vocab], dtype="<u4")
         # Lookup table code point -> id; its last slot (-1) catches every code point above the vocabulary.
         self._lut = np.full(int(self._codes.max()) + 2, -1, dtype=np.int32)
         self._lut[self._codes] = np.arange(len(self._codes), dtype=np.int32)
@@ -136,15 +184,16 @@ class CharTokenizer(Tokenizer):
         self._ascii_table = bytes(ascii_ids + [0] * 128) if max(ascii_ids) < 256 else None
 
     @classmethod
-    def fit(cls, text: str) -> CharTokenizer:
-        """Vocabulary = the distinct characters of text."""
-        return cls.fit_chunks([text])
+    def fit(cls, text: str, special_tokens: Sequence[str] = ()) -> CharTokenizer:
+        """Vocabulary = the distinct characters of text (then the special tokens, if any)."""
+        return cls.fit_chunks([text], special_tokens)
 
     @classmethod
-    def fit_chunks(cls, chunks: Iterable[str]) -> CharTokenizer:
-        """Fit on text given piece by piece (for corpora larger than memory)."""
+    def fit_chunks(cls, chunks: Iterable[str], special_tokens: Sequence[str] = ()) -> CharTokenizer:
+        """Fit on text given piece by piece (for corpora larger than memory). Special tokens
+        in the text are cut out first: their characters count only where they occur elsewhere."""
         seen = np.zeros(0x110000, dtype=bool)  # one flag per possible code point
-        for chunk in chunks:
+        for chunk in (p for c in chunks for p in split_special(c, special_tokens)[::2]):
             if chunk.isascii():  # fast path: translate() drops the bytes already seen, usually all of them
                 known = np.flatnonzero(seen[:128]).astype(np.uint8).tobytes()
                 seen[np.frombuffer(chunk.encode("ascii").translate(None, known), dtype=np.uint8)] = True
@@ -152,9 +201,13 @@ class CharTokenizer(Tokenizer):
                 seen[_codepoints(chunk)] = True
         if not seen.any():
             raise LmlibError("cannot fit a char tokenizer on empty text; give it some text")
-        return cls([chr(c) for c in np.flatnonzero(seen)])
+        return cls([chr(c) for c in np.flatnonzero(seen)], special_tokens)
 
-    def encode_array(self, text: str) -> np.ndarray:
+    def with_special_tokens(self, special_tokens: Sequence[str]) -> CharTokenizer:
+        """The same characters, then these special tokens."""
+        return CharTokenizer(self.ordinary_vocab, special_tokens)
+
+    def _encode_ordinary(self, text: str) -> np.ndarray:
         if self._ascii_table is not None and text.isascii():  # isascii() is O(1) in CPython
             raw = text.encode("ascii")
             if not raw.translate(None, self._ascii_known):  # every byte is in the vocabulary
@@ -171,7 +224,15 @@ class CharTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         arr = self._check_ids(ids)
-        return self._codes[arr].tobytes().decode("utf-32-le", "surrogatepass")
+        n = len(self._codes)
+        specials = np.flatnonzero(arr >= n)
+        if not specials.size:
+            return self._codes[arr].tobytes().decode("utf-32-le", "surrogatepass")
+        out, start = [], 0
+        for i in specials.tolist():  # runs of characters between the special tokens
+            out += [self.decode(arr[start:i]), self.vocab[arr[i]]]
+            start = i + 1
+        return "".join(out) + self.decode(arr[start:])
 
 
 class WordTokenizer(Tokenizer):
@@ -184,8 +245,9 @@ class WordTokenizer(Tokenizer):
 
     kind = "word"
 
-    def __init__(self, vocab: Sequence[str], lowercase: bool = False, unk: bool = False) -> None:
-        super().__init__(vocab)
+    def __init__(self, vocab: Sequence[str], lowercase: bool = False, unk: bool = False,
+                 special_tokens: Sequence[str] = ()) -> None:
+        super().__init__(vocab, special_tokens)
         self.lowercase = bool(lowercase)
         self.unk = bool(unk)
         if self.unk and UNK not in self.stoi:
@@ -193,26 +255,33 @@ class WordTokenizer(Tokenizer):
         self.unk_id: int | None = self.stoi[UNK] if self.unk else None
 
     @classmethod
-    def fit(cls, text: str, lowercase: bool = False, unk: bool = False) -> WordTokenizer:
-        """Vocabulary = the distinct words of text (plus ``<unk>`` if unk)."""
-        return cls.fit_chunks([text], lowercase=lowercase, unk=unk)
+    def fit(cls, text: str, lowercase: bool = False, unk: bool = False,
+            special_tokens: Sequence[str] = ()) -> WordTokenizer:
+        """Vocabulary = the distinct words of text (plus ``<unk>`` if unk, then the special tokens)."""
+        return cls.fit_chunks([text], lowercase=lowercase, unk=unk, special_tokens=special_tokens)
 
     @classmethod
-    def fit_chunks(cls, chunks: Iterable[str], lowercase: bool = False, unk: bool = False) -> WordTokenizer:
-        """Fit on text given piece by piece; pieces must not cut words in two."""
+    def fit_chunks(cls, chunks: Iterable[str], lowercase: bool = False, unk: bool = False,
+                   special_tokens: Sequence[str] = ()) -> WordTokenizer:
+        """Fit on text given piece by piece; pieces must not cut words in two. Special tokens
+        in the text are cut out first."""
         words: set[str] = set()
-        for chunk in chunks:
+        for chunk in (p for c in chunks for p in split_special(c, special_tokens)[::2]):
             words.update(split_words(chunk.lower() if lowercase else chunk))
         if unk:
             words.add(UNK)
         if not words:
             raise LmlibError("cannot fit a word tokenizer on text without words; give it some text")
-        return cls(sorted(words), lowercase=lowercase, unk=unk)
+        return cls(sorted(words), lowercase=lowercase, unk=unk, special_tokens=special_tokens)
+
+    def with_special_tokens(self, special_tokens: Sequence[str]) -> WordTokenizer:
+        """The same words, then these special tokens."""
+        return WordTokenizer(self.ordinary_vocab, self.lowercase, self.unk, special_tokens)
 
     def split(self, text: str) -> list[str]:
         return split_words(text.lower() if self.lowercase else text)
 
-    def encode_array(self, text: str) -> np.ndarray:
+    def _encode_ordinary(self, text: str) -> np.ndarray:
         words = self.split(text)
         stoi = self.stoi
         if self.unk_id is not None:
@@ -275,9 +344,13 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
     cls = tokenizer_class(d["kind"])
     if d["kind"] == "bpe":
         return cls._from_dict(d)
+    special = d.get("special_tokens", [])
+    if not isinstance(special, list) or not all(isinstance(s, str) for s in special):
+        raise LmlibError("a tokenizer's 'special_tokens' must be a list of strings; re-save the tokenizer")
     if cls is WordTokenizer:
-        return WordTokenizer(vocab, lowercase=bool(d.get("lowercase", False)), unk=bool(d.get("unk", False)))
-    return cls(vocab)
+        return WordTokenizer(vocab, lowercase=bool(d.get("lowercase", False)), unk=bool(d.get("unk", False)),
+                             special_tokens=special)
+    return cls(vocab, special)  # type: ignore[call-arg]
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -130,6 +130,8 @@ class Trainer:
             "train": asdict(c),
             "data": {"name": d.name, "train_tokens": len(d.train), "val_tokens": len(d.val),
                      "vocab_size": d.tokenizer.vocab_size, "tokenizer": d.tokenizer.to_dict()["kind"],
+                     **({"loss_tokens": {"train": int(d.train_mask.sum()), "val": int(d.val_mask.sum())}}
+                        if d.train_mask is not None and d.val_mask is not None else {}),
                      **({"tokens_per_byte": tpb} if (tpb := D.tokens_per_byte(d)) is not None else {})},
             "n_params": self.model.num_params(),
             "runtime": {"device": str(self.device), "dtype": self.precision.name, "compiled": c.compile,
@@ -225,7 +227,7 @@ class Trainer:
                     self._epoch_order = (epoch, D.epoch_batches(self.data.train, B, T, self.config.seed, epoch))
                 starts = self._epoch_order[1][i * self.micro_per_step + g]
             if g in mine:
-                x, y = D.windows_to_batch(self.data.train, starts, T)
+                x, y = D.windows_to_batch(self.data.train, starts, T, self.data.train_mask)
                 batches.append((to_device(x, self.device), to_device(y, self.device)))
         return batches
 
@@ -233,6 +235,7 @@ class Trainer:
         return estimate_loss(
             self.model, self.data.val, self.config.batch_size, self.model_config.block_size,
             max_batches=self.config.eval_batches, device=self.device, autocast=self.precision.autocast(),
+            mask=self.data.val_mask,
         )
 
     def log(self, lr: float, outcome: StepOutcome, ev: dict | None, t0: float) -> None:

@@ -32,6 +32,8 @@ EXPECTED = {
     "book/page_error.html": {"page-error"},
     "book/broken_image.html": {"broken-image"},
     "book/raw_math.html": {"raw-math", "untypeset-math"},
+    "book/stray_markup.html": {"stray-dollar", "raw-tex", "unresolved-glue"},
+    "book/clean_markup.html": set(),
     "book/broken_link.html": {"broken-link"},
     "book/dead_slider.html": {"dead-slider"},
     "book/missing_state.html": {"widget-not-rendered"},
@@ -103,6 +105,21 @@ def test_broken_links_are_each_reported(results):
     assert "#no-such-anchor does not exist in book/console_error.html" in messages
     assert "console-error" not in messages  # the good link is not reported
     assert len(results["book/broken_link.html"].problems) == 3
+
+
+def test_stray_markup_is_reported_with_its_text(results):
+    problems = results["book/stray_markup.html"].problems
+    found = sorted((p.kind, p.message) for p in problems)
+    assert [kind for kind, _ in found] == ["raw-tex", "raw-tex", "stray-dollar", "unresolved-glue"], found
+    messages = "\n".join(message for _, message in found)
+    assert "the loss fell from $3 to 2" in messages
+    assert "The loss is -\\ln p" in messages
+    assert "\\tfrac{1}{2}" in messages  # inside a collapsed dropdown
+    assert "{glue:text}" in messages
+
+
+def test_clean_markup_page_has_typeset_math(results):
+    assert results["book/clean_markup.html"].math >= 3  # so the page did not pass by typesetting nothing
 
 
 def test_dead_slider_message_names_the_slider(results):

@@ -4,7 +4,7 @@ JupyterLab is started as a subprocess (127.0.0.1, a free port, a fixed token)
 on a temporary copy of book/, with its own Jupyter and IPython directories (the
 user's are never read or written) and the kernel environment of
 tools/execute_notebooks.py (the working tree's lmlib first on the path). In
-headless Chromium the test opens book/09_optimization.ipynb, clears the stored
+headless Chromium the test opens book/10_learning_rate.ipynb, clears the stored
 outputs, runs all cells from the Run menu, and then uses the live learning-rate
 control (``lmlib.notebook.live_control``): "Train" at the initial value, the
 slider moved to another value, "Train" again. Each click must really train (the
@@ -44,7 +44,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-NOTEBOOK = "09_optimization.ipynb"
+NOTEBOOK = "10_learning_rate.ipynb"
 sys.path.insert(0, str(ROOT / "tools"))
 
 from execute_notebooks import kernel_environment  # noqa: E402

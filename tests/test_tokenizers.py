@@ -150,3 +150,32 @@ def test_char_unsorted_vocabulary_encodes_and_decodes_by_position(n_before):
 
 def load_tokenizer_round_trip(tok):
     return tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
+
+
+@pytest.mark.parametrize("cls", [CharTokenizer, WordTokenizer])
+def test_special_tokens_are_opt_in_for_char_and_word_tokenizers(cls, tmp_path):
+    eot, user = "<|endoftext|>", "<|user|>"
+    text = f"hello world{eot}bye now"
+    plain = cls.fit("hello world bye now")
+    assert plain.special_tokens == [] and "special_tokens" not in plain.to_dict()  # default: as always
+    tok = cls.fit(text, special_tokens=[eot, user])
+    assert tok.ordinary_vocab == plain.ordinary_vocab  # the specials' characters are not learned from them
+    assert tok.vocab[-2:] == [eot, user] and tok.special_ids == {eot: tok.vocab_size - 2, user: tok.vocab_size - 1}
+    ids = tok.encode(f"{user}hello{eot}", allowed_special="all")
+    assert ids[0] == tok.special_ids[user] and ids[-1] == tok.special_ids[eot]
+    assert tok.decode(ids).replace(" ", "") == f"{user}hello{eot}"
+    with pytest.raises(LmlibError):
+        tok.encode(eot)  # not allowed: ordinary text, whose symbols this vocabulary lacks
+    tok.save(tmp_path / "t.json")
+    assert load_tokenizer(tmp_path / "t.json") == tok
+    assert plain.with_special_tokens([eot]).encode_documents(["hello", "bye"]).tolist()[-1] == plain.vocab_size
+
+
+def test_save_goes_through_fsutil(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    CharTokenizer.fit(PLAY).save(tmp_path / "tok.json")  # written to a temporary file, fsynced, renamed
+    assert len(synced) == 2 and load_tokenizer(tmp_path / "tok.json") == CharTokenizer.fit(PLAY)

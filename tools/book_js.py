@@ -55,6 +55,36 @@ JS_INSPECT = r"""
     if (!el || el.closest(skip) || !pattern.test(node.textContent) || !visible(el)) continue;
     rawMath.push(short(node.textContent.trim()));
   }
+  // Stray markup in the prose: a dollar sign, a TeX command or a {glue:...}
+  // role left as text. Code, the outputs of code cells and math elements
+  // (checked above and below) are skipped. Text hidden in a collapsed
+  // dropdown is checked too: a reader opens it.
+  const proseSkip = skip + ", .cell_output, .output, span.math, div.math, .headerlink";
+  const strayKinds = [
+    ["unresolved-glue", /\{glue(:[A-Za-z]*)?\}/],
+    ["raw-tex", /\\[A-Za-z]+/],
+    ["stray-dollar", /\$/],
+  ];
+  const around = (text, index) => {
+    const start = Math.max(0, index - 40);
+    const snippet = text.slice(start, index + 40).replace(/\s+/g, " ").trim();
+    return (start > 0 ? "..." : "") + snippet + (index + 40 < text.length ? "..." : "");
+  };
+  const strayMarkup = [];
+  const seenStray = new Set();
+  const prose = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = prose.nextNode(); node; node = prose.nextNode()) {
+    const el = node.parentElement;
+    const text = node.textContent;
+    if (!el || el.closest(proseSkip) || (pattern.test(text) && visible(el))) continue;  // raw-math has it
+    for (const [kind, re] of strayKinds) {
+      const match = re.exec(text);
+      if (!match) continue;
+      const snippet = around(text, match.index);
+      if (!seenStray.has(kind + snippet)) strayMarkup.push({kind, text: snippet});
+      seenStray.add(kind + snippet);
+    }
+  }
   // Math elements (Sphinx: span.math / div.math) that MathJax did not process.
   const mathEls = Array.from(document.querySelectorAll("span.math, div.math"));
   const untypeset = mathEls.filter((el) => !el.querySelector("mjx-container"))
@@ -68,7 +98,7 @@ JS_INSPECT = r"""
   const ids = Array.from(document.querySelectorAll("[id]")).map((el) => el.id)
     .concat(Array.from(document.querySelectorAll("a[name]")).map((a) => a.name));
   return {
-    brokenImages, rawMath, untypeset, mathErrors, links, ids,
+    brokenImages, rawMath, strayMarkup, untypeset, mathErrors, links, ids,
     mathCount: mathEls.length,
     widgetCount: document.querySelectorAll(".widget-subarea > .jupyter-widgets, .widget-subarea > .lm-Widget").length,
   };

@@ -13,6 +13,10 @@ that server blocked, and reports, per page:
 * untypeset math: raw ``$$``, ``\\(``, ``\\[`` or ``\\begin{`` in the visible
   text after MathJax has finished, a math element MathJax did not process, or
   a MathJax error;
+* stray markup in the prose (outside code, the outputs of code cells and
+  math), visible or inside a collapsed dropdown: a ``$`` (a formula MyST did
+  not parse, e.g. ``$$...$$`` inside a list item), a TeX command such as
+  ``\\frac`` that MathJax did not typeset, or a ``{glue:...}`` role left as text;
 * a link to a local page or anchor that does not exist;
 * a Jupyter widget that did not render, and a visible slider that does
   nothing: each slider is moved with the keyboard (the mouse if that fails)
@@ -51,6 +55,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 900}
+#: Stray markup a reader must never see in the prose (problem kind -> what it is).
+STRAY_MARKUP = {
+    "stray-dollar": "a dollar sign",
+    "raw-tex": "a TeX command MathJax did not typeset",
+    "unresolved-glue": "a {glue} role left as text",
+}
 #: Milliseconds to wait for a page to load, typeset and render its widgets.
 PAGE_TIMEOUT_MS = 30_000
 #: Milliseconds to wait for a slider's content to change after moving it.
@@ -184,6 +194,8 @@ def check_page(
             result.add("broken-image", f"image does not decode: {src}")
         for text in info["rawMath"]:
             result.add("raw-math", f"raw TeX visible in the page: {text!r}")
+        for stray in info["strayMarkup"]:
+            result.add(stray["kind"], f'{STRAY_MARKUP[stray["kind"]]} in the prose: "{stray["text"]}"')
         for text in info["untypeset"]:
             result.add("untypeset-math", f"math element not typeset by MathJax: {text!r}")
         for text in info["mathErrors"]:

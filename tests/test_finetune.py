@@ -1,0 +1,93 @@
+"""Supervised fine-tuning: from a pretrained run, with the trainer's guarantees (masked loss
+visible in the metrics, exact resume), the answer key, and one-line errors for bad records."""
+
+import json
+
+import pytest
+import torch
+
+from lmlib.checkpoint import load_model
+from lmlib.cli import main
+from lmlib.errors import LmlibError
+from lmlib.finetune import chat_rows, extend_vocabulary, finetune, load_chat_jsonl
+from lmlib.instruct import chat_tokenizer, make_examples
+from lmlib.model import GPT, GPTConfig
+from lmlib.run import load_data, train
+
+from helpers import InterruptAt, same_weights
+
+SFT = dict(epochs=2, lr=3e-3, batch_size=8, eval_interval=4, log_interval=2, progress=False, plots=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    train(load_data("synthetic", n_tokens=4000), out_dir=str(out), max_steps=4, block_size=48, n_layer=1,
+          n_head=2, n_embd=16, batch_size=4, eval_interval=2, progress=False, plots=False)
+    return out
+
+
+def test_new_tokens_start_at_the_mean_embedding_and_old_logits_are_kept():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+    big = extend_vocabulary(model, 13).eval()
+    assert torch.equal(big.tok_emb.weight[:10], model.tok_emb.weight)
+    assert torch.allclose(big.tok_emb.weight[12], model.tok_emb.weight.mean(0))
+    assert big.lm_head.weight is big.tok_emb.weight  # still tied
+    idx = torch.randint(10, (1, 8))
+    assert torch.allclose(big(idx)[0][..., :10], model(idx)[0], atol=1e-6)
+
+
+def test_the_metrics_show_the_loss_mask_and_the_answer_key(base, tmp_path):
+    tr, va, te = make_examples(48, "train"), make_examples(8, "val"), make_examples(9, "test")
+    result = finetune(base, tr, va, test=te, out_dir=tmp_path / "sft", **SFT)
+    assert result.status == "finished" and result.steps == 2 * 48 // 8
+    m = json.loads((tmp_path / "sft" / "training_metrics.json").read_text())
+    tok = chat_tokenizer(load_model(base / "best.pt")[1])
+    _, mask = chat_rows(tok, tr, 48)
+    assert m["config"]["data"]["loss_tokens"]["train"] == int(mask.sum()) < len(mask) // 4  # responses only
+    assert m["answer_key"]["n"] == 9 and set(m["answer_key"]["by_kind"]) == {"complete", "where", "likes"}
+
+
+def test_an_interrupted_fine_tuning_resumes_exactly(base, tmp_path):
+    tr, va = make_examples(48, "train"), make_examples(8, "val")
+    straight = finetune(base, tr, va, out_dir=tmp_path / "a", **SFT)
+    stopped = finetune(base, tr, va, out_dir=tmp_path / "b", callbacks=[InterruptAt(6)], **SFT)
+    assert stopped.status == "interrupted" and stopped.steps == 6
+    resumed = finetune(base, tr, va, out_dir=tmp_path / "b", resume=True, **SFT)
+    assert resumed.steps == straight.steps
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+
+
+def test_a_broken_jsonl_record_is_named_and_nothing_is_written(base, tmp_path, capsys):
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"prompt": "the cat", "response": "sat ."}\n{"prompt": "x"}\n'
+                    '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\nnot json\n')
+    with pytest.raises(LmlibError) as e:
+        load_chat_jsonl(data)
+    assert str(e.value).count("\n") == 1 and ":2:" in str(e.value) and ":4:" in str(e.value)
+    out = tmp_path / "never"
+    assert main(["finetune", str(base), str(data), "--out-dir", str(out)]) == 2
+    assert "chat.jsonl:2" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_finetune_then_chat_and_evaluate(base, tmp_path, capsys):
+    out = tmp_path / "sft"
+    assert main(["finetune", str(base), "synthetic-chat", "--out-dir", str(out), "--epochs", "1",
+                 "--n-examples", "32", "--batch-size", "8", "--no-progress"]) == 0
+    assert "exact-match accuracy on 300 held-out questions" in capsys.readouterr().out
+    assert main(["generate", str(out), "--chat", "--prompt", "complete : the cats", "--temperature", "0",
+                 "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["evaluate", str(out), "--data", "synthetic-chat"]) == 0
+    assert "exact-match accuracy" in capsys.readouterr().out
+    assert main(["generate", str(base), "--chat", "--prompt", "hello"]) == 2  # a base model has no chat template
+    assert "not a chat model" in capsys.readouterr().err
