@@ -11,7 +11,8 @@ questions (`lmlib.instruct`):
 3. `sizes`: SFT from the pretrained weights and from random weights, at equal
    fine-tuning steps (STEPS), on several numbers of training examples, SEEDS seeds.
 4. `forgetting`: the loss on the pretraining validation split, before SFT and after
-   SFT of 1x and LONG x the standard number of steps, against the corpus's floor.
+   SFT of 1x and LONG x the standard number of steps, against the corpus's floor;
+   `language`: the same with the softmax over the base vocabulary only (first 200 windows).
 5. `rl`: REINFORCE (`lmlib.rl`) from the standard SFT model, RL_SEEDS seeds:
    accuracy before and after.
 
@@ -47,10 +48,22 @@ N_TOKENS = 200_000
 N_TRAIN, N_TEST, BATCH = 1500, 300, 16
 STEPS = 4 * N_TRAIN // BATCH  # 4 epochs of the standard set: 372 steps
 SFT = dict(lr=3e-3, batch_size=BATCH, eval_interval=100, progress=False, plots=False)
-SIZES, SEEDS = (150, 500, 1500), (0, 1)
-LONG = 5
-RL = dict(steps=150, k=8, prompts_per_step=4, lr=1e-4)
-RL_SEEDS = (0, 1, 2)
+SIZES, SEEDS = (150, 500, 1500), (0,)
+LONG = 3
+RL = dict(steps=100, k=8, prompts_per_step=4, lr=1e-4)
+RL_SEEDS = (0, 1)
+
+
+def language_loss(model, tokens, vocab_size: int, block_size: int, n_windows: int = 200) -> float:
+    """Mean loss on pretraining text with the softmax over the base vocabulary only: does the
+    model still know the language? (With the chat tokens in the softmax, a fine-tuned model
+    also pays for expecting <|end|> after every ".", a habit, not forgotten knowledge.)"""
+    n = min(n_windows, (len(tokens) - 1) // block_size)
+    x = torch.from_numpy(tokens[:n * block_size + 1].astype("int64"))
+    inputs, targets = x[:-1].view(n, block_size), x[1:].view(n, block_size)
+    with torch.no_grad():
+        logits = model(inputs)[0][..., :vocab_size]
+    return float(torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)))
 
 
 def sft(base, n_train, out, seed=0, epochs=None, **kw):
@@ -85,7 +98,8 @@ def main() -> None:
     # 1. the base model on the chat template (new tokens at the mean embedding)
     chat = chat_tokenizer(tok)
     res["format"] = answer_accuracy(extend_vocabulary(model, chat.vocab_size), chat, make_examples(N_TEST, "test"))
-    res["forgetting"] = {"floor": floor, "base": val_loss(model)}
+    lang_loss = lambda m: language_loss(m, data.val, tok.vocab_size, BASE["block_size"])  # noqa: E731
+    res["forgetting"] = {"floor": floor, "base": val_loss(model), "language": {"base": lang_loss(model)}}
     save()
 
     # 2. the loss mask; 4. forgetting after the standard SFT and a LONG one
@@ -93,8 +107,10 @@ def main() -> None:
     std_model, tok, res["mask"]["response"] = sft(base, N_TRAIN, tmp / "sft")
     _, _, res["mask"]["all"] = sft(base, N_TRAIN, tmp / "all", loss_on="all")
     res["forgetting"]["sft"] = val_loss(std_model)
+    res["forgetting"]["language"]["sft"] = lang_loss(std_model)
     long_model, _, long = sft(base, N_TRAIN, tmp / "long", epochs=LONG * STEPS * BATCH // N_TRAIN)
     res["forgetting"].update(long=val_loss(long_model), long_steps=long["steps"], long_accuracy=long["accuracy"])
+    res["forgetting"]["language"]["long"] = lang_loss(long_model)
     save()
 
     # 5. REINFORCE from the standard SFT model
@@ -112,7 +128,10 @@ def main() -> None:
     for n in SIZES:
         for seed in SEEDS:
             for init in ("pretrained", "random"):
-                _, _, r = sft(base, n, tmp / f"{init}{n}_{seed}", seed=seed, random_init=init == "random")
+                if (n, seed, init) == (N_TRAIN, 0, "pretrained"):  # the standard run, done above
+                    r = res["mask"]["response"]
+                else:
+                    _, _, r = sft(base, n, tmp / f"{init}{n}_{seed}", seed=seed, random_init=init == "random")
                 res["sizes"].append({"n": n, "seed": seed, "init": init, **r})
                 save()
                 print(n, seed, init, r["accuracy"], flush=True)
