@@ -55,9 +55,17 @@ def extend_vocabulary(model: GPT, vocab_size: int) -> GPT:
     return new
 
 
-def chat_rows(tokenizer: Tokenizer, examples: Sequence[Example], block_size: int) -> tuple[np.ndarray, np.ndarray]:
+LOSS_ON = ("response", "all")
+
+
+def chat_rows(tokenizer: Tokenizer, examples: Sequence[Example], block_size: int,
+              loss_on: str = "response") -> tuple[np.ndarray, np.ndarray]:
     """(tokens, mask): one row of `block_size` tokens per exchange (padded with <|end|>,
-    mask 0), plus one padding token at the end so the last row's window is whole."""
+    mask 0), plus one padding token at the end so the last row's window is whole.
+    `loss_on="response"` puts the response (and its <|end|>) in the loss;
+    `"all"` the whole exchange, prompt included; the padding never."""
+    if loss_on not in LOSS_ON:
+        raise LmlibError(f"unknown loss_on {loss_on!r}: choose one of {', '.join(LOSS_ON)}")
     pad = tokenizer.special_ids[END]
     rows, masks = [], []
     for i, ex in enumerate(examples):
@@ -65,6 +73,8 @@ def chat_rows(tokenizer: Tokenizer, examples: Sequence[Example], block_size: int
         if len(ids) > block_size:
             raise LmlibError(f"example {i} takes {len(ids)} tokens, more than the model's context of {block_size}:"
                              " shorten it or fine-tune a model with a longer context")
+        if loss_on == "all":
+            mask = [1] * len(ids)
         rows.append(ids + [pad] * (block_size - len(ids)))
         masks.append(mask + [0] * (block_size - len(ids)))
     tokens = np.array([t for r in rows for t in r] + [pad], dtype=np.int32)
@@ -73,11 +83,13 @@ def chat_rows(tokenizer: Tokenizer, examples: Sequence[Example], block_size: int
 
 
 def chat_data(tokenizer: Tokenizer, train: Sequence[Example], val: Sequence[Example], block_size: int,
-              name: str = "chat") -> TokenData:
-    """A `TokenData` of chat rows with loss masks, for `Trainer` in epoch mode."""
+              name: str = "chat", loss_on: str = "response") -> TokenData:
+    """A `TokenData` of chat rows with loss masks, for `Trainer` in epoch mode. The
+    validation rows are masked to the response whatever `loss_on` says, so that the
+    validation loss of both choices measures the same thing: how well the model answers."""
     if not train:
         raise LmlibError("no training examples: give at least one prompt/response pair")
-    tr, trm = chat_rows(tokenizer, train, block_size)
+    tr, trm = chat_rows(tokenizer, train, block_size, loss_on)
     va, vam = chat_rows(tokenizer, val, block_size) if val else (np.zeros(0, np.int32), np.zeros(0, np.uint8))
     return TokenData(train=tr, val=va, tokenizer=tokenizer, name=name, train_mask=trm, val_mask=vam,
                      meta={"examples": {"train": len(train), "val": len(val)}})
@@ -124,7 +136,7 @@ def _record(r: object) -> Example:
 def finetune(base_run: str | Path, train: Sequence[Example], val: Sequence[Example], *,
              test: Sequence[Example] = (), out_dir: str | Path = "sft", epochs: int = 3, lr: float = 1e-3,
              batch_size: int = 16, callbacks: Sequence = (), resume: bool = False, plots: bool = True,
-             random_init: bool = False, **settings):
+             random_init: bool = False, loss_on: str = "response", **settings):
     """Fine-tune the run `base_run` on prompt/response `train` examples (validated on `val`).
 
     Returns the Trainer's `TrainResult`; `out_dir` gets the usual artifacts
@@ -134,6 +146,8 @@ def finetune(base_run: str | Path, train: Sequence[Example], val: Sequence[Examp
     metrics as "answer_key". `settings` are other TrainConfig fields; `resume=True`
     continues an interrupted fine-tuning exactly. `random_init=True` trains the same
     architecture and tokenizer from fresh weights instead: what pretraining is worth.
+    `loss_on="all"` trains on the whole exchange, prompt included (the padding
+    never), instead of on the response only; validation still scores the response.
     """
     from lmlib.trainer import TrainConfig, Trainer  # the trainer is one layer below
 
@@ -143,7 +157,7 @@ def finetune(base_run: str | Path, train: Sequence[Example], val: Sequence[Examp
     if random_init:
         torch.manual_seed(settings.get("seed", 1337))
         model = GPT(model.config)
-    data = chat_data(tok, train, val, model.config.block_size)
+    data = chat_data(tok, train, val, model.config.block_size, loss_on=loss_on)
     config = TrainConfig(out_dir=str(out_dir), epochs=epochs, lr=lr, batch_size=batch_size, **settings)
     trainer = Trainer(model.config, data, config, callbacks=callbacks, model=model)
     try:

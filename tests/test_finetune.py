@@ -10,7 +10,7 @@ from lmlib.checkpoint import load_model
 from lmlib.cli import main
 from lmlib.errors import LmlibError
 from lmlib.finetune import chat_rows, extend_vocabulary, finetune, load_chat_jsonl
-from lmlib.instruct import chat_tokenizer, make_examples
+from lmlib.instruct import chat_tokenizer, encode_chat, make_examples
 from lmlib.model import GPT, GPTConfig
 from lmlib.run import load_data, train
 
@@ -55,6 +55,22 @@ def test_the_metrics_show_the_loss_mask_and_the_answer_key(base, tmp_path):
     _, mask = chat_rows(tok, tr, 48)
     assert m["config"]["data"]["loss_tokens"]["train"] == int(mask.sum()) < len(mask) // 4  # responses only
     assert m["answer_key"]["n"] == 9 and set(m["answer_key"]["by_kind"]) == {"complete", "where", "likes"}
+
+
+def test_loss_on_all_keeps_the_prompt_in_the_loss_but_never_the_padding(base, tmp_path):
+    tok = chat_tokenizer(load_model(base / "best.pt")[1])
+    tr = make_examples(12, "train")
+    ids, response = chat_rows(tok, tr, 48)
+    _, everything = chat_rows(tok, tr, 48, loss_on="all")
+    assert (everything >= response).all() and everything.sum() > 2 * response.sum()
+    for i, ex in enumerate(tr):  # row i: exactly its exchange's tokens are in the loss
+        assert everything[48 * i:48 * (i + 1)].sum() == len(encode_chat(tok, ex.prompt, ex.response)[0])
+    with pytest.raises(LmlibError, match="loss_on"):
+        chat_rows(tok, tr, 48, loss_on="prompt")
+    finetune(base, tr, tr[:3], out_dir=tmp_path / "all", loss_on="all", **{**SFT, "epochs": 1})
+    m = json.loads((tmp_path / "all" / "training_metrics.json").read_text())["config"]["data"]["loss_tokens"]
+    assert m["train"] == int(everything.sum())
+    assert m["val"] == int(chat_rows(tok, tr[:3], 48)[1].sum())  # validation still scores the answers
 
 
 def test_an_interrupted_fine_tuning_resumes_exactly(base, tmp_path):
