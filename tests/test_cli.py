@@ -7,7 +7,8 @@ import torch
 
 import lmlib.run
 import lmlib.runtime
-from lmlib.cli import _unescape, build_parser, main
+from lmlib.cli import build_parser, main
+from lmlib.commands import _unescape
 
 TINY_FLAGS = ["--block-size", "16", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8",
               "--eval-interval", "5", "--eval-batches", "2", "--log-interval", "5", "--no-progress"]
