@@ -1,10 +1,11 @@
 # The three commands of the README's quick start, plus the authors' helpers.
 PYTHON ?= python
+PIP_EXTRA ?=  # e.g. --extra-index-url https://download.pytorch.org/whl/cpu (see requirements.txt)
 
 .PHONY: install book test test-fast notebooks lint bench
 
 install:  ## Python packages (pinned) + lmlib itself + the book's offline JS assets
-	$(PYTHON) -m pip install -r requirements.txt -e . && npm ci --no-audit --no-fund
+	$(PYTHON) -m pip install -r requirements.txt -e . $(PIP_EXTRA) && npm ci --no-audit --no-fund
 
 book:  ## build the HTML book into _build/html (renders stored outputs, never executes)
 	$(PYTHON) tools/build_book.py
