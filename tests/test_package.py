@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_import_is_lazy_and_every_export_resolves():
     # A fresh interpreter: importing lmlib must not import torch or matplotlib.
