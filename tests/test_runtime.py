@@ -193,3 +193,18 @@ def test_float16_overflow_is_skipped_by_the_scaler_not_counted_as_divergence(tmp
 def test_compile_trains_on_the_cpu(tmp_path):
     r = train(char_data(), out_dir=str(tmp_path), max_steps=4, compile=True, device="cpu", **TINY)
     assert r.status == "finished" and r.metrics["config"]["runtime"]["compiled"] is True
+
+
+def test_the_mps_random_state_is_saved_and_restored(monkeypatch):
+    # No Mac here: torch.mps's two RNG calls are replaced by a recorder, so the path runs.
+    from lmlib.runtime import Distributed
+    from lmlib.trainstate import rng_state, set_rng_state
+
+    device_state = {"now": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: device_state["now"].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda t: device_state.update(now=t.clone()))
+    saved = rng_state(torch.device("mps"))
+    assert torch.equal(saved["mps"], torch.tensor([1, 2, 3], dtype=torch.uint8))
+    device_state["now"] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # the stream moves on
+    set_rng_state({"rng_ranks": [saved]}, torch.device("mps"), Distributed())
+    assert torch.equal(device_state["now"], saved["mps"])
