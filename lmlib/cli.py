@@ -26,7 +26,8 @@ _TYPES = {"int": int, "float": float, "str": str}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Dataclass fields whose values form a closed set: their flags take as `choices` the
 # tuple of that name in the dataclass's module (where the library checks them too).
-_FIELD_CHOICES = {"schedule": "SCHEDULES", "optimizer": "OPTIMIZERS", "dtype": "DTYPES", "finite_check": "FINITE_CHECKS"}
+_FIELD_CHOICES = {"schedule": "SCHEDULES", "optimizer": "OPTIMIZERS", "dtype": "DTYPES", "finite_check": "FINITE_CHECKS",
+                  "activation": "ACTIVATIONS"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -3,9 +3,9 @@
 lmlib's model *is* GPT-2's architecture (pre-LayerNorm blocks, learned positions, fused
 q/k/v, tied output layer), so a run exports without approximation:
 
-- ``config.json``: a ``GPT2LMHeadModel`` config with ``activation_function`` "gelu" (lmlib
-  uses the exact, erf-based GELU; GPT-2 itself uses the tanh approximation, "gelu_new", so
-  the published GPT-2 weights are refused on the way in, see `load_gpt2`); and
+- ``config.json``: a ``GPT2LMHeadModel`` config with ``activation_function`` "gelu" (lmlib's
+  default, the exact erf-based GELU) or "gelu_new" (GPT-2's tanh approximation, lmlib's
+  ``activation="gelu_tanh"``, which is how GPT-2's published weights load, see `load_gpt2`); and
   ``generation_config.json`` where the tokenizer has an end-of-text token, at which
   ``generate`` then stops.
 - ``model.safetensors``: the weights under GPT-2's names. GPT-2 keeps its linear layers
@@ -97,7 +97,7 @@ def gpt2_config(cfg: GPTConfig, tokenizer: Tokenizer | None = None) -> dict[str,
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size,
         "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": None,
-        "activation_function": "gelu",  # lmlib's F.gelu is the exact (erf) GELU, not GPT-2's "gelu_new"
+        "activation_function": HF_ACTIVATION[cfg.activation],
         "layer_norm_epsilon": 1e-5,  # nn.LayerNorm's default, which lmlib uses
         "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
@@ -155,6 +155,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     return export_model(model, tokenizer, out_dir)
 
 
+#: lmlib's activation -> Hugging Face's name, and the names lmlib reads back.
+HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+LMLIB_ACTIVATION = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
 def _check_gpt2(c: dict, path: Path) -> None:
     """Refuse, in one line, a config.json whose model lmlib's GPT cannot compute exactly."""
     def refuse(what: str) -> None:
@@ -162,8 +167,8 @@ def _check_gpt2(c: dict, path: Path) -> None:
 
     if c.get("model_type") != "gpt2":
         refuse(f"model_type is {c.get('model_type')!r}, not 'gpt2'")
-    if c.get("activation_function", "gelu_new") != "gelu":
-        refuse(f"activation_function is {c.get('activation_function', 'gelu_new')!r} (lmlib uses exact 'gelu')")
+    if c.get("activation_function", "gelu_new") not in LMLIB_ACTIVATION:
+        refuse(f"activation_function is {c.get('activation_function')!r} (lmlib computes {', '.join(LMLIB_ACTIVATION)})")
     if c.get("n_inner") not in (None, 4 * c["n_embd"]):
         refuse(f"n_inner is {c['n_inner']} (lmlib's MLP is 4 * n_embd wide)")
     if c.get("layer_norm_epsilon", 1e-5) != 1e-5:
@@ -193,8 +198,9 @@ def load_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
     Returns (model in eval mode, fp32, biases on; the tokenizer or None). The tokenizer is
     the run's own when the folder was written by `export_run`; else the folder's byte-level
     BPE ``tokenizer.json`` (`lmlib.bpe_formats.from_tokenizer_json`); else None. Any GPT-2
-    setting lmlib's model does not compute (GPT-2's "gelu_new" activation, an untied output
-    layer, ...) raises LmlibError.
+    setting lmlib's model does not compute (an untied output layer, another MLP width, ...)
+    raises LmlibError. GPT-2's own tanh GELU ("gelu_new") becomes ``activation="gelu_tanh"``,
+    so GPT-2's published weights load and fine-tune.
     """
     path = Path(path)
     try:
@@ -208,7 +214,8 @@ def load_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
         raise LmlibError(f"{path / 'config.json'} lacks {', '.join(missing)}; is it a GPT-2 config?")
     _check_gpt2(c, path)
     cfg = GPTConfig(vocab_size=c["vocab_size"], block_size=c["n_positions"], n_layer=c["n_layer"],
-                    n_head=c["n_head"], n_embd=c["n_embd"], dropout=float(c.get("resid_pdrop", 0.0)), bias=True)
+                    n_head=c["n_head"], n_embd=c["n_embd"], dropout=float(c.get("resid_pdrop", 0.0)), bias=True,
+                    activation=LMLIB_ACTIVATION[c.get("activation_function", "gelu_new")])
     theirs = {k.removeprefix("transformer."): v for k, v in _read_weights(path).items()}
     state = {}
     for ours, name, transpose in _name_pairs(cfg.n_layer):

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 
 from lmlib.errors import LmlibError
 
+#: The MLP's nonlinearity: F.gelu exactly, or its tanh approximation (what GPT-2 was trained with).
+ACTIVATIONS = ("gelu", "gelu_tanh")
+
 
 @dataclass
 class GPTConfig:
@@ -33,6 +36,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms
+    activation: str = "gelu"  # gelu (exact, erf) | gelu_tanh (its tanh approximation: GPT-2's "gelu_new")
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -40,6 +44,8 @@ class GPTConfig:
                 raise LmlibError(f"model {name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise LmlibError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.activation not in ACTIVATIONS:
+            raise LmlibError(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise LmlibError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -125,9 +131,10 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
+        self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lmlib.errors import LmlibError
+from lmlib.model import GPTConfig
 from lmlib.runtime import Distributed
 
 
@@ -56,8 +57,9 @@ def check_same_run(s: dict, path: Path, model_config: dict, tokenizer: dict, n_t
     """Refuse a checkpoint trained on another tokenizer, model or data (one line)."""
     if s["tokenizer"] != tokenizer:
         raise LmlibError(f"checkpoint {path} was trained with a different tokenizer/vocabulary; resume on the same data")
-    if s["model_config"] != model_config:
-        diff = {k: v for k, v in s["model_config"].items() if model_config.get(k) != v}
+    saved = GPTConfig.from_dict(s["model_config"]).to_dict()  # a field added since: its default
+    if saved != model_config:
+        diff = {k: v for k, v in saved.items() if model_config.get(k) != v}
         raise LmlibError(f"checkpoint {path} was trained with a different model ({diff}); use the same settings to resume")
     for key, now in (("data_train_tokens", n_train), ("data_val_tokens", n_val)):
         if key in s and s[key] != now:

@@ -17,8 +17,9 @@ from lmlib import LmlibError, TrainConfig, Trainer, load_data, train  # noqa: E4
 from lmlib.checkpoint import load_model  # noqa: E402
 from lmlib.cli import main  # noqa: E402
 from lmlib.evaluate import generate  # noqa: E402
-from lmlib.hf import export_run, load_gpt2  # noqa: E402
+from lmlib.hf import export_model, export_run, load_gpt2  # noqa: E402
 from lmlib.hf_tokenizer import WORD_PATTERN, tokenizer_json  # noqa: E402
+from lmlib.model import GPT, GPTConfig  # noqa: E402
 from lmlib.tokenizers import CharTokenizer, WordTokenizer, split_words  # noqa: E402
 
 from helpers import TINY, char_data  # noqa: E402
@@ -160,9 +161,9 @@ def test_export_then_load_gpt2_round_trip(runs, tmp_path):
             assert (model(x)[0] - back(x)[0]).abs().max() <= 1e-6
 
 
-def _random_hf_gpt2(vocab_size=50):
+def _random_hf_gpt2(vocab_size=50, activation="gelu"):
     cfg = transformers.GPT2Config(vocab_size=vocab_size, n_positions=12, n_embd=32, n_layer=2, n_head=4,
-                                  activation_function="gelu", bos_token_id=None, eos_token_id=None)
+                                  activation_function=activation, bos_token_id=None, eos_token_id=None)
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # biases and LayerNorms away from their zero/one start, so a mix-up shows
@@ -207,8 +208,29 @@ def test_load_gpt2_reads_a_byte_level_bpe_tokenizer_json(tmp_path):
     assert load_gpt2(tmp_path)[1] is None
 
 
+def test_gpt2s_own_tanh_gelu_loads_and_exports_as_gelu_tanh(tmp_path):
+    # GPT-2's published weights use "gelu_new": a model of that config gives the same logits in lmlib,
+    # and exports back under the same name.
+    hf = _random_hf_gpt2(activation="gelu_new")
+    with torch.no_grad():  # MLP inputs of order 1, where the two GELUs differ
+        for block in hf.transformer.h:
+            block.mlp.c_fc.weight.mul_(50)
+    hf.save_pretrained(tmp_path / "hf")
+    model, _ = load_gpt2(tmp_path / "hf")
+    assert model.config.activation == "gelu_tanh"
+    x = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        err = (hf(x).logits - model(x)[0]).abs().max()
+        exact = GPT(GPTConfig(**{**model.config.to_dict(), "activation": "gelu"}))
+        exact.load_state_dict(model.state_dict())
+        err_exact = (hf(x).logits - exact.eval()(x)[0]).abs().max()
+    assert err <= 1e-5 and err_exact > 20 * err  # the tanh GELU is what GPT-2 computes, not the exact one
+    out = export_model(model, CharTokenizer([chr(c) for c in range(200, 250)]), tmp_path / "back")  # 50 symbols
+    assert json.loads((out / "config.json").read_text())["activation_function"] == "gelu_new"
+
+
 @pytest.mark.parametrize("setting, words", [
-    ({"activation_function": "gelu_new"}, "activation_function is 'gelu_new'"),
+    ({"activation_function": "relu"}, "activation_function is 'relu'"),
     ({"tie_word_embeddings": False}, "not tied"),
     ({"n_inner": 64}, "n_inner is 64"),
     ({"model_type": "llama"}, "model_type is 'llama'"),
