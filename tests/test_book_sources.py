@@ -175,3 +175,10 @@ def test_book_runtime_times_every_chapter_in_reading_order():
     on_disk = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
     assert sorted(found) == on_disk  # every chapter file is in the TOC, and timed
     assert [p.name[:2] for p in found] == sorted(p.name[:2] for p in found)  # reading order = file order
+
+
+def test_every_chapter_keeps_its_plumbing_under_five_percent_of_visible_code(capsys):
+    # glue/show tolerance arguments and kernel comments stay out of the code a reader sees
+    import plumbing
+
+    assert plumbing.main(["--max", "0.05"]) == 0, capsys.readouterr().out
