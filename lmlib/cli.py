@@ -161,6 +161,8 @@ def _finetune_arguments(f: argparse.ArgumentParser) -> None:
     f.add_argument("--n-examples", type=int, default=2000, help="synthetic-chat: training examples")
     f.add_argument("--seed", type=int, default=1337)
     f.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning from OUT_DIR/last.pt")
+    f.add_argument("--loss-on", choices=["response", "all"], default="response",
+                   help="the tokens in the loss: the response only (default), or the whole exchange")
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
 
 

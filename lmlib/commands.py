@@ -235,7 +235,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
         cut = len(records) - max(1, len(records) // 10) if len(records) > 1 else 1
         train, val, test = records[:cut], records[cut:], ()
     result = finetune(a.base_run, train, val, test=test, out_dir=a.out_dir, epochs=a.epochs, lr=a.lr,
-                      batch_size=a.batch_size, seed=a.seed, resume=a.resume, progress=a.progress)
+                      batch_size=a.batch_size, seed=a.seed, resume=a.resume, progress=a.progress, loss_on=a.loss_on)
     print(f"{result.status} after {result.steps} steps; artifacts in {a.out_dir}/")
     if "answer_key" in result.metrics:
         key = result.metrics["answer_key"]

@@ -97,9 +97,14 @@ def test_a_broken_jsonl_record_is_named_and_nothing_is_written(base, tmp_path, c
 
 def test_cli_finetune_then_chat_and_evaluate(base, tmp_path, capsys):
     out = tmp_path / "sft"
+    assert main(["finetune", str(base), "synthetic-chat", "--out-dir", str(tmp_path / "all"), "--epochs", "1",
+                 "--n-examples", "32", "--batch-size", "8", "--no-progress", "--loss-on", "all"]) == 0
+    whole = json.loads((tmp_path / "all" / "training_metrics.json").read_text())["config"]["data"]["loss_tokens"]["train"]
     assert main(["finetune", str(base), "synthetic-chat", "--out-dir", str(out), "--epochs", "1",
                  "--n-examples", "32", "--batch-size", "8", "--no-progress"]) == 0
     assert "exact-match accuracy on 300 held-out questions" in capsys.readouterr().out
+    response_only = json.loads((out / "training_metrics.json").read_text())["config"]["data"]["loss_tokens"]["train"]
+    assert whole > 2 * response_only  # --loss-on all puts the questions in the loss too
     assert main(["generate", str(out), "--chat", "--prompt", "complete : the cats", "--temperature", "0",
                  "--max-new-tokens", "6"]) == 0
     assert capsys.readouterr().out.strip()
