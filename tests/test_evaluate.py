@@ -12,13 +12,7 @@ from lmlib.tokenizers import CharTokenizer
 TEXT = "the cat sat on the mat. a dog ran by the rug. "
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # A model this small runs fastest on one thread (and much faster on a busy machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

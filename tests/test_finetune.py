@@ -19,12 +19,7 @@ from helpers import InterruptAt, same_weights
 SFT = dict(epochs=2, lr=3e-3, batch_size=8, eval_interval=4, log_interval=2, progress=False, plots=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ import inspect
 import math
 
 import pytest
-import torch
 
 import lmlib.lr_finder
 from lmlib.errors import LmlibError
@@ -14,13 +13,7 @@ from helpers import char_data
 MODEL = dict(block_size=8, n_layer=1, n_head=2, n_embd=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # A model this small runs faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ from lmlib.model import GPT, GPTConfig
 from lmlib.rl import answer_logprobs, reinforce, reinforce_step, reward
 from lmlib.run import load_data
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
