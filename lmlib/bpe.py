@@ -47,6 +47,7 @@ import numpy as np
 import regex
 
 from lmlib import bpe_fast  # (imports tiktoken only when an encoder is built)
+from lmlib.bpe_fast import merge_pair  # one merge step, shared by both trainers
 from lmlib.errors import LmlibError
 from lmlib.pretokenize import PATTERN, bytes_to_unicode, check_encodable, cut_text, pre_split, safe_cut, split_special
 from lmlib.tokenizers import Tokenizer
@@ -78,19 +79,6 @@ def pair_counts(words: dict[tuple[int, ...], int]) -> Counter:
         for pair in zip(word, word[1:]):
             counts[pair] += n
     return counts
-
-
-def merge_pair(word: Sequence[int], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
-    """The word with every occurrence of ``pair`` (left to right) replaced by ``new_id``."""
-    out, i = [], 0
-    while i < len(word):
-        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
 
 
 def _best_pair(counts: dict[tuple[int, int], int], token_bytes: list[bytes]) -> tuple[int, int]:

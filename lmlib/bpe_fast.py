@@ -82,8 +82,8 @@ class _Descending:
         return isinstance(other, _Descending) and self.b == other.b
 
 
-def _merge_pair(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
-    # lmlib.bpe.merge_pair (this module imports nothing from lmlib.bpe, which imports it)
+def merge_pair(word: Sequence[int], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
+    """The word with every occurrence of ``pair`` (left to right) replaced by ``new_id``."""
     out, i = [], 0
     while i < len(word):
         if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
@@ -127,7 +127,7 @@ def train_merges(word_counts: dict[str, int], n_merges: int) -> list[tuple[int, 
         changed = set()
         for i in where.pop(pair):
             word, n = words[i], freqs[i]
-            merged = _merge_pair(word, pair, new_id)
+            merged = merge_pair(word, pair, new_id)
             if merged == word:
                 continue
             for p in zip(word, word[1:]):
