@@ -2,6 +2,11 @@
 visible in the metrics, exact resume), the answer key, and one-line errors for bad records."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,6 +81,32 @@ def test_an_interrupted_fine_tuning_resumes_exactly(base, tmp_path):
     resumed = finetune(base, tr, va, out_dir=tmp_path / "b", resume=True, **SFT)
     assert resumed.steps == straight.steps
     assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+
+
+KILLED = """
+import os, signal
+from lmlib.finetune import finetune
+from lmlib.instruct import make_examples
+def kill(m):
+    if m["steps"][-1] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+finetune({base!r}, make_examples(48, "train"), make_examples(8, "val"), out_dir={out!r}, callbacks=[kill], **{sft!r})
+"""
+
+
+def test_a_fine_tuning_killed_with_sigkill_resumes_exactly(base, tmp_path):
+    tr, va = make_examples(48, "train"), make_examples(8, "val")
+    straight = finetune(base, tr, va, out_dir=tmp_path / "a", **SFT)
+    code = KILLED.format(base=str(base), out=str(tmp_path / "b"), sft=SFT)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 4  # the validation before the kill
+    resumed = finetune(base, tr, va, out_dir=tmp_path / "b", resume=True, **SFT)
+    assert resumed.status == "finished" and resumed.steps == straight.steps
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    assert resumed.metrics["train_loss"] == straight.metrics["train_loss"]
 
 
 def test_a_broken_jsonl_record_is_named_and_nothing_is_written(base, tmp_path, capsys):
