@@ -6,6 +6,9 @@ One small base model (2 layers, width 64, context 48) pretrained on 200,000 synt
 tokens (`base`), then, each scored with the exact answer key on 300 held-out test
 questions (`lmlib.instruct`):
 
+(The questions of a test split use words that no training question uses:
+`lmlib.instruct.WORD_SPLIT`.)
+
 1. `format`: the base model on the chat template, before any fine-tuning.
 2. `mask`: SFT with the loss on the response only, and on the whole exchange.
 3. `sizes`: SFT from the pretrained weights and from random weights, at equal
@@ -46,9 +49,9 @@ BASE = dict(max_steps=600, block_size=48, n_layer=2, n_head=4, n_embd=64, batch_
             warmup_steps=50, eval_interval=100, progress=False, plots=False)
 N_TOKENS = 200_000
 N_TRAIN, N_TEST, BATCH = 1500, 300, 16
-STEPS = 4 * N_TRAIN // BATCH  # 4 epochs of the standard set: 372 steps
-SFT = dict(lr=3e-3, batch_size=BATCH, eval_interval=100, progress=False, plots=False)
-SIZES, SEEDS = (150, 500, 1500), (0,)
+STEPS = 8 * N_TRAIN // BATCH  # 8 epochs of the standard set: 744 steps
+SFT = dict(lr=1e-3, batch_size=BATCH, eval_interval=100, progress=False, plots=False)
+SIZES, SEEDS = (150, 500, 1500), (0, 1)
 LONG = 3
 RL = dict(steps=100, k=8, prompts_per_step=4, lr=1e-4)
 RL_SEEDS = (0, 1)

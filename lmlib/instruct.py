@@ -2,20 +2,23 @@
 
 A pretrained model continues text; a chat model answers. To teach the second with
 an exact answer key, the questions here are about the synthetic language, in a
-small question vocabulary, of three kinds:
+small question vocabulary, of four kinds:
 
-    complete : the cats                                                          ->  are happy .
-    the cat sat on the rug . the dog sat on the mat . where did the dog sit ?   ->  on the mat .
-    the fox likes milk . the cat likes fish . what does the fox like ?          ->  milk .
+    complete : the cats                                 ->  are happy .
+    what is the horse ?                                 ->  an animal .
+    the dog sat on the mat . where did the dog sit ?    ->  on the mat .
+    the fox likes milk . what does the fox like ?       ->  milk .
 
 "complete" asks for any ending that makes a sentence of the grammar (the key is
-the set of all of them, known exactly): the knowledge pretraining gives.
-"where" and "likes" must be read back from the context (places and foods are
-drawn uniformly, so the grammar's own preferences do not give them away): a
-skill pretraining on i.i.d. sentences never needed. What a question asks about
-(the subject to complete; the (animal, answer) pair) is split three ways (train,
-validation, test, `split_of`), so no test question is a training question:
-memorising the training answers cannot score on the test split.
+the set of all of them, known exactly), "what" for the kind of thing a word names
+(animal, place, food or person): both are knowledge of the language, which
+pretraining gives. "where" and "likes" must be read back from the context (places
+and foods are drawn uniformly, so the grammar's own preferences do not give them
+away): a skill pretraining on i.i.d. sentences never needed. What a question asks
+about (the subject to complete; the word to name; the (animal, answer) pair) is
+split three ways (train, validation, test, `split_of`), so no test question is a
+training question: memorising the training answers cannot score on the test split,
+and a test word of "complete" or "what" is one that fine-tuning never asked about.
 
 The chat template wraps a prompt and its response in special tokens,
 
@@ -33,6 +36,7 @@ import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -43,13 +47,16 @@ from lmlib.tokenizers import Tokenizer, WordTokenizer
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 CHAT_TOKENS = (USER, ASSISTANT, END)
 #: Words the questions use that the synthetic language lacks.
-QUESTION_WORDS = ("complete", ":", "where", "did", "sit", "what", "does", "?")
-KINDS = ("complete", "where", "likes")
+QUESTION_WORDS = ("complete", ":", "where", "did", "sit", "what", "does", "?", "an", "animal", "place", "food", "person")
+KINDS = ("complete", "what", "where", "likes")
 SPLITS = ("train", "val", "test")
 
 _ANIMALS = [w for w, _ in FILLERS["animal"]]
 _SUBJECTS = _ANIMALS + [w for w, _ in FILLERS["animals"]]
-_ANSWERS = {"where": [w for w, _ in FILLERS["place"]], "likes": [w for w, _ in FILLERS["food"]], "complete": [""]}
+_ANSWERS = {"where": [w for w, _ in FILLERS["place"]], "likes": [w for w, _ in FILLERS["food"]], "complete": [""],
+            "what": [""]}
+#: "what": each word of these slots, and the kind of thing it names.
+_CATEGORY = {w: c for c in ("animal", "place", "food", "person") for w, _ in FILLERS[c]}
 
 
 @dataclass(frozen=True)
@@ -67,14 +74,34 @@ class Example:
             object.__setattr__(self, "answers", (self.response,))
 
 
-def split_of(kind: str, animal: str, answer: str = "") -> str:
-    """The split a question about (animal, answer) belongs to ("complete": about a
-    subject, singular or plural, with answer ""): a fixed shuffle of all pairs of its
-    kind, two thirds train, one sixth validation, one sixth test."""
-    pairs = list(itertools.product(_SUBJECTS if kind == "complete" else _ANIMALS, _ANSWERS[kind]))
-    order = np.random.default_rng(KINDS.index(kind)).permutation(len(pairs))
-    rank = int(np.flatnonzero(order == pairs.index((animal, answer)))[0])
-    return SPLITS[0] if rank < 2 * len(pairs) // 3 else SPLITS[1] if rank < 5 * len(pairs) // 6 else SPLITS[2]
+def _word_splits() -> dict[str, str]:
+    """Each animal, place, food and person word's split: a fixed shuffle per kind of word,
+    one word for validation, one for test, the rest (two to four) for training. A plural
+    animal shares its singular's split."""
+    out = {}
+    for k, kind in enumerate(("animal", "place", "food", "person")):
+        words = [w for w, _ in FILLERS[kind]]
+        order = np.random.default_rng(k).permutation(len(words))
+        for rank, i in enumerate(order):
+            out[words[i]] = SPLITS[2] if rank == 0 else SPLITS[1] if rank == 1 else SPLITS[0]
+    for (one, _), (many, _) in zip(FILLERS["animal"], FILLERS["animals"], strict=True):
+        out[many] = out[one]
+    return out
+
+
+WORD_SPLIT = MappingProxyType(_word_splits())
+
+
+def split_of(*words: str) -> str | None:
+    """The split of a question that uses these words: "test" if one of them is a test word,
+    "val" if one is a validation word, else "train"; None if it mixes the two held-out
+    splits (no such question is asked). Words outside the four kinds are in every split."""
+    held = {WORD_SPLIT.get(w, SPLITS[0]) for w in words} - {SPLITS[0]}
+    return None if len(held) > 1 else held.pop() if held else SPLITS[0]
+
+
+def _asked_about(kind: str) -> list[str]:
+    return _SUBJECTS if kind == "complete" else list(_CATEGORY) if kind == "what" else _ANIMALS
 
 
 def _sentence(kind: str, animal: str, answer: str) -> str:
@@ -99,33 +126,43 @@ def _endings() -> dict[str, tuple[list[str], np.ndarray]]:
     return {s: (e, np.array(p) / sum(p)) for s, (e, p) in out.items()}
 
 
-def make_examples(n: int, split: str, seed: int = 0, sentences: tuple[int, int] = (2, 3)) -> list[Example]:
-    """`n` examples of `split`, a third of each kind. "complete": a subject whose
-    split is `split`, trained on an ending drawn from the grammar. "where"/"likes": 2 to 3
-    context sentences about distinct animals; the question asks about one of them,
-    drawn so that its (animal, answer) pair belongs to `split`."""
+def make_examples(n: int, split: str, seed: int = 0, sentences: tuple[int, int] = (1, 1)) -> list[Example]:
+    """`n` examples of `split`, a quarter of each kind, using no word of another held-out
+    split (`split_of`). "complete": a subject of `split`, trained on an ending drawn from
+    the grammar. "what": a word of `split`. "where"/"likes": `sentences` (from, to) context
+    sentences about distinct animals; the question asks about one of them, drawn so that
+    its (animal, answer) pair belongs to `split`. (With more than one sentence the model
+    must also find the right one: the book's small model did not learn that in its
+    fine-tuning budget.)"""
     if split not in SPLITS:
         raise LmlibError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     if n < 0:
         raise LmlibError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
-    asked = {k: [p for p in itertools.product(_SUBJECTS if k == "complete" else _ANIMALS, _ANSWERS[k])
-                 if split_of(k, *p) == split] for k in KINDS}
+    allowed = lambda *words: split_of(*words) in (split, SPLITS[0])  # noqa: E731  (train words go everywhere)
+    asked = {k: [p for p in itertools.product(_asked_about(k), _ANSWERS[k]) if split_of(*p) == split] for k in KINDS}
     endings = _endings()
     examples = []
     for i in range(n):
         kind = KINDS[i % len(KINDS)]
         animal, answer = asked[kind][rng.integers(len(asked[kind]))]
-        if kind == "complete":
+        if kind == "complete":  # trained on an ending without another split's words; scored on all of them
             ends, probs = endings[animal]
-            examples.append(Example(kind, f"complete : the {animal}", ends[rng.choice(len(ends), p=probs)], tuple(ends)))
+            ok = np.array([allowed(*e.split()) for e in ends])
+            pick = rng.choice(len(ends), p=probs * ok / (probs * ok).sum())
+            examples.append(Example(kind, f"complete : the {animal}", ends[pick], tuple(ends)))
             continue
-        others = [a for a in _ANIMALS if a != animal]
+        if kind == "what":
+            category = _CATEGORY[animal]
+            article = "an" if category[0] in "aeiou" else "a"
+            examples.append(Example(kind, f"what is the {animal} ?", f"{article} {category} ."))
+            continue
+        others = [a for a in _ANIMALS if a != animal and allowed(a)]
+        fillers = [w for w in _ANSWERS[kind] if allowed(w)]
         k = int(rng.integers(sentences[0], sentences[1] + 1))
         animals = [animal, *rng.choice(others, k - 1, replace=False)]
         rng.shuffle(animals)
-        facts = [_sentence(kind, a, answer if a == animal else _ANSWERS[kind][rng.integers(len(_ANSWERS[kind]))])
-                 for a in animals]
+        facts = [_sentence(kind, a, answer if a == animal else fillers[rng.integers(len(fillers))]) for a in animals]
         examples.append(Example(kind, " ".join([*facts, _question(kind, animal)]), _response(kind, answer)))
     return examples
 

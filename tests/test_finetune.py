@@ -54,7 +54,7 @@ def test_the_metrics_show_the_loss_mask_and_the_answer_key(base, tmp_path):
     tok = chat_tokenizer(load_model(base / "best.pt")[1])
     _, mask = chat_rows(tok, tr, 48)
     assert m["config"]["data"]["loss_tokens"]["train"] == int(mask.sum()) < len(mask) // 4  # responses only
-    assert m["answer_key"]["n"] == 9 and set(m["answer_key"]["by_kind"]) == {"complete", "where", "likes"}
+    assert m["answer_key"]["n"] == 9 and set(m["answer_key"]["by_kind"]) == {"complete", "what", "where", "likes"}
 
 
 def test_loss_on_all_keeps_the_prompt_in_the_loss_but_never_the_padding(base, tmp_path):

@@ -16,6 +16,7 @@ from lmlib.instruct import (
     KINDS,
     SPLITS,
     USER,
+    WORD_SPLIT,
     chat_tokenizer,
     encode_chat,
     make_examples,
@@ -23,7 +24,7 @@ from lmlib.instruct import (
     split_of,
 )
 from lmlib.model import GPT, GPTConfig
-from lmlib.synthetic import SyntheticCorpus
+from lmlib.synthetic import FILLERS, SyntheticCorpus
 from lmlib.tokenizers import CharTokenizer
 
 
@@ -31,26 +32,40 @@ def asked(ex):
     """(kind, animal, answer) of an example's question."""
     if ex.kind == "complete":  # "complete : the cats"
         return ex.kind, ex.prompt.split()[-1], ""
+    if ex.kind == "what":  # "what is the horse ?"
+        return ex.kind, ex.prompt.split()[-2], ""
     return ex.kind, ex.prompt.split()[-3], ex.response.split()[-2]  # "... the dog sit ?" / "on the mat ."
 
 
-def test_every_question_has_its_answer_in_the_context_and_splits_never_share_a_pair():
+def test_every_question_has_its_answer_in_the_context_and_held_out_words_stay_out_of_training():
     seen = {}
     for split in SPLITS:
         examples = make_examples(300, split, seed=1)
         assert {e.kind for e in examples} == set(KINDS)
         for e in examples:
             kind, animal, answer = asked(e)
-            assert split_of(kind, animal, answer) == split
+            assert split_of(animal, answer) == split
+            words = (e.prompt + " " + e.response).split()
+            assert split_of(*words) == split  # no word of another held-out split, anywhere
             if kind == "complete":  # every ending makes a sentence of the grammar, and the key has them all
                 assert e.response in e.answers and len(e.answers) in (10, 16)
+                continue
+            if kind == "what":  # the word's slot in the grammar names its kind
+                category = e.response.split()[1]
+                assert animal in dict(FILLERS[category]) and e.answers == (e.response,)
                 continue
             fact = f"the {animal} sat on the {answer} ." if kind == "where" else f"the {animal} likes {answer} ."
             assert fact in e.prompt and e.prompt.count(f"the {animal} ") == 2  # stated once, asked once
         seen[split] = {asked(e) for e in examples}
     for a, b in itertools.combinations(SPLITS, 2):
         assert not seen[a] & seen[b]  # memorising training answers cannot score on the test split
+    held_out = {w for w, s in WORD_SPLIT.items() if s != "train"}
+    assert len(held_out) == 10 and split_of("cat", *held_out) is None
     assert make_examples(5, "test", seed=3) == make_examples(5, "test", seed=3)
+    for e in make_examples(40, "val", sentences=(2, 3)):  # longer contexts: distinct animals, one of them asked
+        if e.kind in ("where", "likes"):
+            kind, animal, answer = asked(e)
+            assert 3 <= e.prompt.count(" . ") + 1 <= 4 and e.prompt.count(f"the {animal} ") == 2
     with pytest.raises(LmlibError, match="split"):
         make_examples(3, "dev")
 
@@ -88,8 +103,9 @@ def test_score_is_exact_match_per_kind():
     ex = make_examples(4, "test")
     right = [tok.encode(e.response) for e in ex]
     wrong = [r[:-1] for r in right]
-    assert score(right, ex, tok) == {"accuracy": 1.0, "n": 4, "by_kind": {"complete": 1.0, "likes": 1.0, "where": 1.0}}
+    assert score(right, ex, tok) == {"accuracy": 1.0, "n": 4,
+                                     "by_kind": {"complete": 1.0, "likes": 1.0, "what": 1.0, "where": 1.0}}
     assert score([right[0], wrong[1], wrong[2], right[3]], ex, tok)["by_kind"] == {
-        "complete": 1.0, "where": 0.0, "likes": 0.0}
+        "complete": 1.0, "what": 0.0, "where": 0.0, "likes": 1.0}
     other = next(a for a in ex[0].answers if a != ex[0].response)  # any correct ending scores
     assert score([tok.encode(other)], ex[:1], tok)["accuracy"] == 1.0

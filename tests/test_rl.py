@@ -29,7 +29,7 @@ def other_place(ex):
 
 def test_the_reward_is_the_answer_key_and_needs_the_end_token(tok):
     end = tok.special_ids[END]
-    where, complete = make_examples(2, "test")[1], make_examples(1, "test")[0]
+    where, complete = make_examples(3, "test")[2], make_examples(1, "test")[0]
     assert where.kind == "where" and complete.kind == "complete" and len(complete.answers) > 1
     assert reward(tok.encode(where.response) + [end], where, tok) == 1.0
     assert reward(tok.encode(where.response), where, tok) == 0.0  # cut off: not an answer
