@@ -1,16 +1,18 @@
 """Multiple-choice evaluation, HellaSwag style, on the synthetic language with an exact key.
 
-HellaSwag gives a model a context and four candidate endings, one written by a
-person and three machine-made ones that read well but do not follow; the model
+HellaSwag gives a model a context and four candidate endings, the real
+continuation and three machine-made ones that read well but do not follow; the model
 "answers" with the ending it finds likeliest, with no training on the task.
 The same recipe on the synthetic corpus:
 
     context : the fox sleeps . the cats
-    endings : sleeps .  |  are hungry .  |  is small .  |  likes fish .    (key: 1)
+    endings : is small .  |  are hungry .  |  likes milk .  |  park today .    (key: 1)
 
 Every ending is the end of some sentence of the grammar, so each reads well on
 its own, but only one of them completes the context into a sentence the corpus
-produces; the others break a rule (here subject-verb agreement). The key is
+produces; the others break a rule (here subject-verb agreement, or a word the
+grammar never puts after "the cats"). The wrong endings are as long as the
+right one where possible, so that counting words cannot find it. The key is
 exact: `corpus.prob` of the completed sentence is positive for the right ending
 and zero for every other.
 

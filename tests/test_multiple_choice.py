@@ -44,6 +44,14 @@ def test_items_have_exactly_one_grammatical_ending_at_the_label():
     assert synthetic_items(corpus, 200, seed=4) != items
 
 
+def test_the_module_docstrings_example_has_the_key_it_states():
+    corpus = SyntheticCorpus()
+    endings = ["is small .", "are hungry .", "likes milk .", "park today ."]
+    assert corpus.prob("the fox sleeps .") > 0
+    assert [corpus.prob(f"the cats {e}") > 0 for e in endings] == [False, True, False, False]
+    assert len({len(e.split()) for e in endings}) == 1
+
+
 def test_items_respect_the_corpus_holdout():
     held = "the dog sat on the rug ."
     corpus = SyntheticCorpus(holdout=[held])
