@@ -1,7 +1,7 @@
 """Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo).
 
 Usage: python -m torch.distributed.run ... tests/ddp_worker.py OUT MODE [TEXT]
-MODE "main" trains several small runs; "nodes" only the accumulation run (for two
+MODE "main" trains several small runs; "finetune" fine-tunes the run in TEXT; "nodes" only the accumulation run (for two
 agents, --nnodes 2); "cli" trains through `lmlib train` on TEXT (bpe; each tokenizer
 training is recorded in OUT/cli/prepared), "killed" the same killed with SIGKILL on
 rank 0 after step 6, "resume" resumes that run. Each rank writes what the test checks
@@ -76,6 +76,14 @@ def cli(extra=()):
 
 if MODE == "nodes":  # one process on each of two "machines"
     report("accum_step", train(char_data(), out_dir=str(OUT / "accum_step" / "run"), **ACCUM))
+    torch.distributed.destroy_process_group()
+    sys.exit(0)
+if MODE == "finetune":  # SFT of the base run argv[3]: masked chat rows, epoch mode, under DDP
+    from lmlib.finetune import finetune
+    from lmlib.instruct import make_examples
+
+    report("sft", finetune(sys.argv[3], make_examples(32, "train"), make_examples(8, "val"),
+                           out_dir=str(OUT / "sft" / "run"), **json.loads(sys.argv[4])))
     torch.distributed.destroy_process_group()
     sys.exit(0)
 if MODE == "killed":

@@ -124,6 +124,29 @@ def test_2_processes_x_accumulation_2_equal_1_x_4_with_dropout(ddp, tmp_path, mo
     assert r0["val_loss"] == r1["val_loss"] and close(w0, one.model.state_dict())
 
 
+def test_fine_tuning_under_ddp_equals_one_process_with_twice_the_accumulation(tmp_path):
+    from lmlib.finetune import finetune
+    from lmlib.instruct import make_examples
+    from lmlib.run import load_data
+
+    base = tmp_path / "base"
+    train(load_data("synthetic", n_tokens=4000), out_dir=str(base), max_steps=4, block_size=48, n_layer=1,
+          n_head=2, n_embd=16, batch_size=4, eval_interval=2, progress=False, plots=False)
+    sft = dict(epochs=2, lr=3e-3, batch_size=4, eval_interval=4, log_interval=2, progress=False, plots=False,
+               device="cpu")
+    _launch(tmp_path / "ddp", "finetune", str(base), json.dumps(sft))
+    (r0, r1), (w0, w1) = reported(tmp_path / "ddp", "sft")
+    one = finetune(base, make_examples(32, "train"), make_examples(8, "val"), out_dir=tmp_path / "one",
+                   grad_accum=2, **sft)
+    assert r0["status"] == r1["status"] == one.status == "finished" and r0["steps"] == one.steps == 2 * 32 // 8
+    assert r0["runtime"]["world_size"] == 2 and r0["runtime"]["global_batch"] == 8
+    # the same rows and loss masks, summed in another order
+    assert r0["train_loss"] == pytest.approx(one.metrics["train_loss"], rel=1e-5)
+    assert [v for v in r0["val_loss"] if v is not None] == pytest.approx(
+        [v for v in one.metrics["val_loss"] if v is not None], rel=1e-5)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0) and close(w0, one.model.state_dict())
+
+
 def test_a_stop_on_one_rank_stops_both(ddp):
     (r0, r1), _ = reported(ddp, "stop_one")
     assert r0["status"] == r1["status"] == "stopped" and r0["steps"] == r1["steps"] == 4
