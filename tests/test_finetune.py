@@ -83,30 +83,39 @@ def test_an_interrupted_fine_tuning_resumes_exactly(base, tmp_path):
     assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
 
 
-KILLED = """
-import os, signal
+RUN = """
+import os, signal, sys
 from lmlib.finetune import finetune
 from lmlib.instruct import make_examples
 def kill(m):
-    if m["steps"][-1] == 6:
+    if sys.argv[1] == "killed" and m["steps"][-1] == 6:
         os.kill(os.getpid(), signal.SIGKILL)
-finetune({base!r}, make_examples(48, "train"), make_examples(8, "val"), out_dir={out!r}, callbacks=[kill], **{sft!r})
+finetune({base!r}, make_examples(48, "train"), make_examples(8, "val"), out_dir=sys.argv[2], callbacks=[kill],
+         resume=sys.argv[1] == "resume", **{sft!r})
 """
 
 
 def test_a_fine_tuning_killed_with_sigkill_resumes_exactly(base, tmp_path):
-    tr, va = make_examples(48, "train"), make_examples(8, "val")
-    straight = finetune(base, tr, va, out_dir=tmp_path / "a", **SFT)
-    code = KILLED.format(base=str(base), out=str(tmp_path / "b"), sft=SFT)
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    # Every run in a fresh process of its own, as a user's would be (and so that no state of
+    # this test process can make the two sides differ).
+    code = RUN.format(base=str(base), sft=SFT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+    def run(mode, out):
+        return subprocess.run([sys.executable, "-c", code, mode, str(out)], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    assert run("straight", tmp_path / "a").returncode == 0
+    done = run("killed", tmp_path / "b")
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 4  # the validation before the kill
-    resumed = finetune(base, tr, va, out_dir=tmp_path / "b", resume=True, **SFT)
-    assert resumed.status == "finished" and resumed.steps == straight.steps
-    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
-    assert resumed.metrics["train_loss"] == straight.metrics["train_loss"]
+    resumed = run("resume", tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight, after = (json.loads((tmp_path / d / "training_metrics.json").read_text()) for d in "ab")
+    assert after["status"] == "finished" and after["steps"] == straight["steps"]
+    assert after["train_loss"] == straight["train_loss"]
+    assert same_weights(*(load_model(tmp_path / d / "last.pt")[0].state_dict() for d in "ab"))
 
 
 def test_a_broken_jsonl_record_is_named_and_nothing_is_written(base, tmp_path, capsys):
