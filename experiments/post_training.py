@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmlib.checkpoint import load_model  # noqa: E402
 from lmlib.evaluate import estimate_loss  # noqa: E402
-from lmlib.finetune import extend_vocabulary, finetune  # noqa: E402
+from lmlib.finetune import extend_vocabulary, finetune, language_loss  # noqa: E402
 from lmlib.instruct import answer_accuracy, chat_tokenizer, make_examples  # noqa: E402
 from lmlib.rl import reinforce  # noqa: E402
 from lmlib.run import load_data, train  # noqa: E402
@@ -55,18 +55,6 @@ SIZES, SEEDS = (150, 500, 1500), (0, 1)
 LONG = 3
 RL = dict(steps=100, k=8, prompts_per_step=4, lr=1e-4)
 RL_SEEDS = (0, 1)
-
-
-def language_loss(model, tokens, vocab_size: int, block_size: int, n_windows: int = 200) -> float:
-    """Mean loss on pretraining text with the softmax over the base vocabulary only: does the
-    model still know the language? (With the chat tokens in the softmax, a fine-tuned model
-    also pays for expecting <|end|> after every ".", a habit, not forgotten knowledge.)"""
-    n = min(n_windows, (len(tokens) - 1) // block_size)
-    x = torch.from_numpy(tokens[:n * block_size + 1].astype("int64"))
-    inputs, targets = x[:-1].view(n, block_size), x[1:].view(n, block_size)
-    with torch.no_grad():
-        logits = model(inputs)[0][..., :vocab_size]
-    return float(torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)))
 
 
 def sft(base, n_train, out, seed=0, epochs=None, **kw):

@@ -70,3 +70,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         raise LmlibError(f"checkpoint {path} does not match its model config: {str(e)[:160]}") from None
     model.to(device).eval()
     return model, tokenizer, state
+
+
+def run_checkpoint(run: str | Path) -> Path:
+    """The checkpoint a run folder stands for: best.pt, else last.pt (or the .pt file given)."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    for name in ("best.pt", "last.pt"):
+        if (run / name).is_file():
+            return run / name
+    if not run.exists():
+        raise LmlibError(f"run folder {run} does not exist; pass a run's folder (its out_dir) or a .pt file")
+    raise LmlibError(f"run folder {run} has no best.pt or last.pt; pass a finished run's folder or a .pt file")

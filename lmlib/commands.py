@@ -24,11 +24,6 @@ def resolve_device(name: str = "auto"):
     return pick_device(name)
 
 
-def _run_dir_checkpoint(path: str) -> Path:
-    p = Path(path)
-    return p / "best.pt" if p.is_dir() and (p / "best.pt").exists() else (p / "last.pt" if p.is_dir() else p)
-
-
 def _unescape(text: str) -> str:
     """Read \\n, \\t, \\r and \\\\ in a prompt typed on the command line; leave all else as typed."""
     return re.sub(r"\\([\\ntr])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], text)
@@ -116,10 +111,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
-    from lmlib.checkpoint import load_model
+    from lmlib.checkpoint import load_model, run_checkpoint
     from lmlib.evaluate import generate, next_token_distribution
 
-    model, tok, _ = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
+    model, tok, _ = load_model(run_checkpoint(a.checkpoint), device=resolve_device(a.device))
     prompt = _default_prompt(tok) if a.prompt is None else _unescape(a.prompt)
     if a.chat:
         from lmlib.evaluate import generate_ids
@@ -145,11 +140,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     import numpy as np
 
     from lmlib import data as D
-    from lmlib.checkpoint import load_model
+    from lmlib.checkpoint import load_model, run_checkpoint
     from lmlib.evaluate import estimate_loss
     from lmlib.tokenfile import load_token_file, tokenize_file
 
-    model, tok, state = load_model(_run_dir_checkpoint(a.checkpoint), device=resolve_device(a.device))
+    model, tok, state = load_model(run_checkpoint(a.checkpoint), device=resolve_device(a.device))
     if a.data == "synthetic-chat":  # a fine-tuned model against the answer key
         from lmlib.finetune import chat_rows
         from lmlib.instruct import answer_accuracy, make_examples

@@ -9,7 +9,7 @@ output is fed back in as input, one token at a time.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -182,6 +182,24 @@ def generate_ids(
             if token in stop_ids:
                 break
     return new
+
+
+def continuation_logprobs(model: torch.nn.Module, prompts: Sequence[list[int]],
+                          answers: Sequence[list[int]]) -> torch.Tensor:
+    """(N,) log p(answer | prompt) under the model, summed over the answer's tokens, for
+    N (prompt, answer) pairs of token ids in one right-padded batch (the padding is masked
+    out). It runs in the model's current mode, with gradients unless the caller turns them
+    off: REINFORCE trains through it (`lmlib.rl`), multiple-choice tests score with it."""
+    rows = [p + a for p, a in zip(prompts, answers, strict=True)]
+    T = max(map(len, rows))
+    device = next(model.parameters()).device
+    idx = torch.tensor([r + [0] * (T - len(r)) for r in rows], device=device)
+    mask = torch.zeros(len(rows), T - 1, device=device)
+    for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+        mask[i, len(p) - 1:len(p) - 1 + len(a)] = 1  # position t predicts token t + 1
+    logits, _ = model(idx[:, :-1])
+    logp = F.log_softmax(logits.float(), dim=-1).gather(-1, idx[:, 1:, None]).squeeze(-1)  # (N, T-1)
+    return (logp * mask).sum(1)
 
 
 def generate(

@@ -22,22 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmlib.checkpoint import load_model
+from lmlib.checkpoint import load_model, run_checkpoint
 from lmlib.data import TokenData
 from lmlib.errors import LmlibError
+from lmlib.evaluate import eval_mode
 from lmlib.instruct import END, Example, answer_accuracy, chat_tokenizer, encode_chat
 from lmlib.metrics import write_metrics
 from lmlib.model import GPT, GPTConfig
 from lmlib.tokenizers import Tokenizer
-
-
-def base_checkpoint(run: str | Path) -> Path:
-    """A run folder's best.pt (else last.pt), or the checkpoint file itself."""
-    run = Path(run)
-    for path in ((run / "best.pt", run / "last.pt") if run.is_dir() else (run,)):
-        if path.is_file():
-            return path
-    raise LmlibError(f"{run} holds no checkpoint (best.pt or last.pt): pass a finished run's folder")
 
 
 def extend_vocabulary(model: GPT, vocab_size: int) -> GPT:
@@ -53,6 +45,19 @@ def extend_vocabulary(model: GPT, vocab_size: int) -> GPT:
     state["lm_head.weight"] = state["tok_emb.weight"]  # tied
     new.load_state_dict(state)
     return new
+
+
+def language_loss(model: GPT, tokens: np.ndarray, vocab_size: int, block_size: int, n_windows: int = 200) -> float:
+    """Mean loss on the first `n_windows` windows of pretraining text `tokens`, with the
+    softmax over the first `vocab_size` tokens (the base vocabulary) only: does a fine-tuned
+    model still know the language? (With the chat tokens in the softmax, it would also pay
+    for expecting <|end|> after every ".", a habit, not forgotten knowledge.)"""
+    n = min(n_windows, (len(tokens) - 1) // block_size)
+    x = torch.from_numpy(tokens[:n * block_size + 1].astype("int64")).to(next(model.parameters()).device)
+    inputs, targets = x[:-1].view(n, block_size), x[1:].view(n, block_size)
+    with torch.no_grad(), eval_mode(model):
+        logits = model(inputs)[0][..., :vocab_size].float()
+    return float(torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)))
 
 
 LOSS_ON = ("response", "all")
@@ -151,7 +156,7 @@ def finetune(base_run: str | Path, train: Sequence[Example], val: Sequence[Examp
     """
     from lmlib.trainer import TrainConfig, Trainer  # the trainer is one layer below
 
-    model, base_tok, _ = load_model(base_checkpoint(base_run))
+    model, base_tok, _ = load_model(run_checkpoint(base_run))
     tok = chat_tokenizer(base_tok)
     model = extend_vocabulary(model, tok.vocab_size)
     if random_init:

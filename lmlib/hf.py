@@ -35,7 +35,7 @@ from lmlib.hf_tokenizer import EOT, tokenizer_files
 from lmlib.model import GPT, GPTConfig
 from lmlib.tokenizers import Tokenizer, load_tokenizer
 
-__all__ = ["export_model", "export_run", "gpt2_config", "gpt2_state_dict", "load_gpt2", "run_checkpoint"]
+__all__ = ["export_model", "export_run", "gpt2_config", "gpt2_state_dict", "load_gpt2"]
 
 INSTALL = "pip install lmlib[hf]"
 LMLIB_TOKENIZER = "lmlib_tokenizer.json"
@@ -134,22 +134,9 @@ def export_model(model: GPT, tokenizer: Tokenizer | None, out_dir: str | Path) -
     return out
 
 
-def run_checkpoint(run: str | Path) -> Path:
-    """The checkpoint a run folder stands for: best.pt, else last.pt (or the .pt file given)."""
-    run = Path(run)
-    if run.is_file():
-        return run
-    for name in ("best.pt", "last.pt"):
-        if (run / name).is_file():
-            return run / name
-    if not run.exists():
-        raise LmlibError(f"run folder {run} does not exist; pass a run's folder (its out_dir) or a .pt file")
-    raise LmlibError(f"run folder {run} has no best.pt or last.pt; pass a finished run's folder or a .pt file")
-
-
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Export a trained run (best.pt, else last.pt) to ``out_dir`` as a Hugging Face GPT-2 folder."""
-    from lmlib.checkpoint import load_model
+    from lmlib.checkpoint import load_model, run_checkpoint
 
     model, tokenizer, _ = load_model(run_checkpoint(run_dir))
     return export_model(model, tokenizer, out_dir)

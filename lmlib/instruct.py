@@ -141,15 +141,14 @@ def make_examples(n: int, split: str, seed: int = 0, sentences: tuple[int, int] 
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     allowed = lambda *words: split_of(*words) in (split, SPLITS[0])  # noqa: E731  (train words go everywhere)
     asked = {k: [p for p in itertools.product(_asked_about(k), _ANSWERS[k]) if split_of(*p) == split] for k in KINDS}
-    endings = _endings()
+    endings = {s: (ends, probs * [allowed(*e.split()) for e in ends]) for s, (ends, probs) in _endings().items()}
     examples = []
     for i in range(n):
         kind = KINDS[i % len(KINDS)]
         animal, answer = asked[kind][rng.integers(len(asked[kind]))]
         if kind == "complete":  # trained on an ending without another split's words; scored on all of them
             ends, probs = endings[animal]
-            ok = np.array([allowed(*e.split()) for e in ends])
-            pick = rng.choice(len(ends), p=probs * ok / (probs * ok).sum())
+            pick = rng.choice(len(ends), p=probs / probs.sum())
             examples.append(Example(kind, f"complete : the {animal}", ends[pick], tuple(ends)))
             continue
         if kind == "what":

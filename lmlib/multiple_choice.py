@@ -29,10 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmlib.errors import LmlibError
-from lmlib.evaluate import eval_mode
+from lmlib.evaluate import continuation_logprobs, eval_mode
 from lmlib.synthetic import SyntheticCorpus
 
 
@@ -92,20 +91,10 @@ def ending_logprobs(model: torch.nn.Module, tokenizer, context: str, endings: Se
     T = model.config.block_size
     if max(map(len, ends)) > T:
         raise LmlibError(f"an ending is longer than the model's context ({T} tokens)")
-    rows = [(ctx + e)[-(T + 1):] for e in ends]  # the +1: the last token is only a target
-    width = max(map(len, rows)) - 1
-    x = torch.zeros(len(rows), width, dtype=torch.long)
-    y = torch.full((len(rows), width), -100)  # -100: not part of an ending, not scored
-    for i, (row, e) in enumerate(zip(rows, ends)):
-        x[i, :len(row) - 1] = torch.tensor(row[:-1])
-        y[i, len(row) - 1 - len(e):len(row) - 1] = torch.tensor(e)
-    device = next(model.parameters()).device
+    prompts = [ctx[max(0, len(ctx) + len(e) - (T + 1)):] for e in ends]  # (the last token is only a target)
     with eval_mode(model):
-        logits, _ = model(x.to(device))
-    logp = F.log_softmax(logits.float(), dim=-1).cpu()
-    scored = y != -100
-    picked = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0] * scored
-    return [(float(s), len(e)) for s, e in zip(picked.sum(1).tolist(), ends)]
+        scores = continuation_logprobs(model, prompts, ends)
+    return [(float(s), len(e)) for s, e in zip(scores.tolist(), ends)]
 
 
 def multiple_choice_accuracy(model: torch.nn.Module, tokenizer, items: Sequence[Item]) -> dict:

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from lmlib.evaluate import continuation_logprobs, generate_ids
 from lmlib.instruct import END, Example, prompt_ids, score
 from lmlib.tokenizers import Tokenizer
 
@@ -48,27 +48,10 @@ def reward(answer: list[int], example: Example, tokenizer: Tokenizer) -> float:
 def sample_answers(model, tokenizer: Tokenizer, example: Example, k: int, generator: torch.Generator,
                    temperature: float = 1.0, max_new_tokens: int = 12) -> list[list[int]]:
     """`k` answers (ids, ending with <|end|> when the model stopped) sampled from the model."""
-    from lmlib.evaluate import generate_ids  # the sampler lives with generation
-
     end = tokenizer.special_ids[END]
     prompt = prompt_ids(tokenizer, example.prompt)
     return [generate_ids(model, prompt, max_new_tokens, temperature=temperature, generator=generator,
                          stop_ids=[end]) for _ in range(k)]
-
-
-def answer_logprobs(model, prompts: Sequence[list[int]], answers: Sequence[list[int]]) -> torch.Tensor:
-    """(N,) log p(answer | prompt) under the model, summed over the answer's tokens, for
-    N (prompt, answer) pairs in one padded batch (the padding is masked out)."""
-    rows = [p + a for p, a in zip(prompts, answers, strict=True)]
-    T = max(map(len, rows))
-    device = next(model.parameters()).device
-    idx = torch.tensor([r + [0] * (T - len(r)) for r in rows], device=device)
-    mask = torch.zeros(len(rows), T - 1, device=device)
-    for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
-        mask[i, len(p) - 1:len(p) - 1 + len(a)] = 1  # position t predicts token t + 1
-    logits, _ = model(idx[:, :-1])
-    logp = F.log_softmax(logits.float(), dim=-1).gather(-1, idx[:, 1:, None]).squeeze(-1)  # (N, T-1)
-    return (logp * mask).sum(1)
 
 
 def reinforce_step(model, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer, examples: Sequence[Example],
@@ -89,7 +72,7 @@ def reinforce_step(model, optimizer: torch.optim.Optimizer, tokenizer: Tokenizer
     if answers:
         model.train()
         adv = torch.tensor(advantages, dtype=torch.float32, device=next(model.parameters()).device)
-        loss = -(adv * answer_logprobs(model, prompts, answers)).sum() / (len(examples) * k)
+        loss = -(adv * continuation_logprobs(model, prompts, answers)).sum() / (len(examples) * k)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -14,7 +14,7 @@ import torch
 from lmlib.checkpoint import load_model
 from lmlib.cli import main
 from lmlib.errors import LmlibError
-from lmlib.finetune import chat_rows, extend_vocabulary, finetune, load_chat_jsonl
+from lmlib.finetune import chat_rows, extend_vocabulary, finetune, language_loss, load_chat_jsonl
 from lmlib.instruct import chat_tokenizer, encode_chat, make_examples
 from lmlib.model import GPT, GPTConfig
 from lmlib.run import load_data, train
@@ -44,6 +44,22 @@ def test_new_tokens_start_at_the_mean_embedding_and_old_logits_are_kept():
     assert big.lm_head.weight is big.tok_emb.weight  # still tied
     idx = torch.randint(10, (1, 8))
     assert torch.allclose(big(idx)[0][..., :10], model(idx)[0], atol=1e-6)
+
+
+def test_language_loss_leaves_the_chat_tokens_out_of_the_softmax():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+    tokens = torch.randint(10, (8 * 5 + 1,)).numpy()
+    x = torch.from_numpy(tokens.astype("int64"))
+    with torch.no_grad():
+        plain = float(model(x[:-1].view(5, 8), x[1:].view(5, 8))[1])  # the model's own loss, 5 windows
+    assert language_loss(model, tokens, 10, 8) == pytest.approx(plain, rel=1e-6)
+    big = extend_vocabulary(model, 13).eval()
+    with torch.no_grad():
+        big.tok_emb.weight[10:] = 5 * big.tok_emb.weight[:10].sum(0)  # new tokens that take most of the mass
+    assert language_loss(big, tokens, 10, 8) == pytest.approx(plain, rel=1e-5)  # not counted against it
+    with torch.no_grad():
+        assert float(big(x[:-1].view(5, 8), x[1:].view(5, 8))[1]) > plain + 0.3  # ... as a full softmax would
 
 
 def test_the_metrics_show_the_loss_mask_and_the_answer_key(base, tmp_path):

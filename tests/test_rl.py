@@ -4,9 +4,10 @@ moves probability towards the rewarded answer, and a short run leaves a working 
 import pytest
 import torch
 
+from lmlib.evaluate import continuation_logprobs
 from lmlib.instruct import END, chat_tokenizer, make_examples, prompt_ids
 from lmlib.model import GPT, GPTConfig
-from lmlib.rl import answer_logprobs, reinforce, reinforce_step, reward
+from lmlib.rl import reinforce, reinforce_step, reward
 from lmlib.run import load_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/conftest.py)
@@ -44,21 +45,21 @@ def test_one_update_raises_the_rewarded_answer_above_the_other(tok, monkeypatch)
     monkeypatch.setattr("lmlib.rl.sample_answers", lambda *a, **k: [right, wrong])
     prompt = prompt_ids(tok, ex.prompt)
     with torch.no_grad():
-        before = answer_logprobs(model, [prompt, prompt], [right, wrong])
+        before = continuation_logprobs(model, [prompt, prompt], [right, wrong])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     out = reinforce_step(model, opt, tok, [ex], k=2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        after = answer_logprobs(model, [prompt, prompt], [right, wrong])
+        after = continuation_logprobs(model, [prompt, prompt], [right, wrong])
     assert out["reward"] == 0.5
     assert after[0] > before[0]  # the rewarded answer became likelier ...
     assert after[0] - after[1] > before[0] - before[1]  # ... and more so than the other (they share "on the")
 
 
-def test_answer_logprobs_equal_token_by_token_scoring(tok):
+def test_continuation_logprobs_equal_token_by_token_scoring(tok):
     model, ex = tiny(tok).eval(), make_examples(1, "train")[0]
     prompt, answer = prompt_ids(tok, ex.prompt), tok.encode(ex.response)
     with torch.no_grad():
-        batch = answer_logprobs(model, [prompt, prompt[:3]], [answer, answer[:1]])
+        batch = continuation_logprobs(model, [prompt, prompt[:3]], [answer, answer[:1]])
         logits = model(torch.tensor([prompt + answer]))[0][0].log_softmax(-1)
     alone = sum(float(logits[len(prompt) - 1 + i, t]) for i, t in enumerate(answer))
     assert float(batch[0]) == pytest.approx(alone, abs=1e-4)  # padding the other row changes nothing
